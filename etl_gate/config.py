@@ -1,0 +1,213 @@
+"""The gate's configuration: TOML in, a typed and validated tree out.
+
+Parsed once at the edge. Unknown keys are rejected and every error names the
+dotted path of the bad entry (``kafka.batch_size: expected int, got 'x'``).
+See ``config/gate.toml`` for a commented example of every field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .core import DecisionSettings, RulesError
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "etl-gate"
+    input_topic: str = "events.raw"
+    # Optional static membership: a restarted worker takes back its partitions
+    # without a rebalance. Must be unique per gate instance in the group.
+    instance_id: str = ""
+    session_timeout_ms: int = 10000
+    batch_size: int = 5000
+    batch_timeout_ms: int = 100
+    max_inflight_batches: int = 8
+    commit_interval_ms: int = 1000
+    linger_ms: int = 5
+    compression: str = "lz4"
+    # Extra librdkafka settings, passed through as they are.
+    consumer: dict[str, Any] = field(default_factory=dict)
+    producer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    p0: str = "events.p0"
+    p1: str = "events.p1"
+    p2: str = "events.p2"
+    dlq: str = "events.dlq"
+    quarantine: str = ""  # empty: no quarantine topic
+    partitions: int = 6
+    replication_factor: int = 1
+
+    @property
+    def priority_topics(self) -> tuple[str, str, str]:
+        return (self.p0, self.p1, self.p2)
+
+
+@dataclass(frozen=True)
+class FieldsConfig:
+    app: str = "app_id"
+    event: str = "event"
+    sample_keys: list[str] = field(default_factory=lambda: ["user_id", "device_id"])
+    time: str = "time"
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    headers: bool = True
+    field: str = ""  # e.g. "priority": also write the priority into the JSON
+
+
+@dataclass(frozen=True)
+class TtlConfig:
+    """Days kept per priority: dump partitions and priority topic retention."""
+
+    P0: int = 400
+    P1: int = 180
+    P2: int = 90
+
+    def days(self, priority: int) -> int:
+        return (self.P0, self.P1, self.P2)[priority]
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    workers: int = 0  # 0: one per CPU
+    rules_file: str = ""
+    rules_reload_s: float = 2.0  # how often workers look for a changed rules file
+    sampling_seed: int = 0
+    quarantine_sample_rate: float = 0.0
+    log_level: str = "INFO"
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    fields: FieldsConfig = field(default_factory=FieldsConfig)
+    tag: TagConfig = field(default_factory=TagConfig)
+    ttl_days: TtlConfig = field(default_factory=TtlConfig)
+    # Where the file was read from, so relative paths resolve against it.
+    base_dir: str = "."
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or (os.cpu_count() or 1)
+
+    def rules_path(self) -> Path | None:
+        if not self.rules_file:
+            return None
+        return Path(self.base_dir, self.rules_file)
+
+    def decision_settings(self, rate_share: float = 1.0) -> DecisionSettings:
+        return DecisionSettings(
+            app_path=self.fields.app, event_path=self.fields.event,
+            sample_keys=tuple(self.fields.sample_keys), time_path=self.fields.time,
+            seed=self.sampling_seed, tag_headers=self.tag.headers,
+            quarantine_rate=self.quarantine_sample_rate if self.topics.quarantine else 0.0,
+            rate_share=rate_share)
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"unknown config key(s): {', '.join(where + k for k in unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)  # type: ignore[arg-type]
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{path}: unsupported type")  # not used by the schema
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any or (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
+
+
+def _validate(cfg: GateConfig) -> None:
+    def check(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    check(cfg.workers >= 0, "workers: must be >= 0 (0 means one per CPU)")
+    check(0.0 <= cfg.quarantine_sample_rate <= 1.0, "quarantine_sample_rate: must be in 0..1")
+    check(0 <= cfg.sampling_seed < 2**32, "sampling_seed: must be an unsigned 32-bit integer")
+    check(cfg.rules_reload_s > 0, "rules_reload_s: must be > 0")
+    k = cfg.kafka
+    check(bool(k.bootstrap_servers), "kafka.bootstrap_servers: required")
+    check(bool(k.group_id), "kafka.group_id: required")
+    check(bool(k.input_topic), "kafka.input_topic: required")
+    check(k.batch_size >= 1, "kafka.batch_size: must be >= 1")
+    check(k.batch_timeout_ms >= 0, "kafka.batch_timeout_ms: must be >= 0")
+    check(k.max_inflight_batches >= 1, "kafka.max_inflight_batches: must be >= 1")
+    check(k.session_timeout_ms >= 1000, "kafka.session_timeout_ms: must be >= 1000")
+    t = cfg.topics
+    names = [t.p0, t.p1, t.p2, t.dlq] + ([t.quarantine] if t.quarantine else [])
+    check(all(names), "topics: p0, p1, p2 and dlq must be non-empty")
+    check(len(set(names + [k.input_topic])) == len(names) + 1,
+          "topics: input, priority, dlq and quarantine topics must all differ")
+    check(t.partitions >= 1, "topics.partitions: must be >= 1")
+    check(t.replication_factor >= 1, "topics.replication_factor: must be >= 1")
+    for name in ("app", "event", "time"):
+        p = getattr(cfg.fields, name)
+        check(p != "" and "" not in p.split("."), f"fields.{name}: not a dotted path: {p!r}")
+    check(len(cfg.fields.sample_keys) >= 1, "fields.sample_keys: at least one path")
+    for p in cfg.ttl_days.P0, cfg.ttl_days.P1, cfg.ttl_days.P2:
+        check(p >= 1, "ttl_days: every priority keeps data at least 1 day")
+    check(cfg.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+          f"log_level: one of DEBUG, INFO, WARNING, ERROR, got {cfg.log_level!r}")
+
+
+def parse_config(data: dict[str, Any], base_dir: str = ".") -> GateConfig:
+    cfg = _build(GateConfig, data, "")
+    cfg = dataclasses.replace(cfg, base_dir=base_dir)
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None) -> GateConfig:
+    """Read and validate a TOML config; ``None`` gives the defaults."""
+    if path is None:
+        return parse_config({})
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    try:
+        return parse_config(data, str(p.parent))
+    except (ConfigError, RulesError) as e:
+        raise ConfigError(f"{p}: {e}") from None

@@ -1,0 +1,271 @@
+"""The per-event decision of SPEC section 3, as a pure function of
+(payload bytes, compiled rules, input timestamp).
+
+``Decider`` is built once per rules version (``build_decider``) and never
+mutated except for the token buckets of rate-capped rules, whose state is the
+whole point of a cap. It does no I/O, logging, metrics or locking; adapters
+act on the ``Verdict`` it returns. Verdicts are shared, precomputed objects
+(headers included), so deciding allocates nothing beyond what the JSON parser
+returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mmh3
+import orjson
+
+from .fields import MISSING, Getter, compile_path, event_time_ms, first_present
+from .rules import PRIORITIES, RulesSnapshot, app_text
+
+# Outcomes (SPEC section 3). Ints so adapters can count into a list by index.
+PASSED, SAMPLED_OUT, UNREGISTERED, BLOCKED, MALFORMED, THROTTLED = range(6)
+OUTCOMES: tuple[str, ...] = ("passed", "sampled_out", "unregistered", "blocked",
+                             "malformed", "throttled")
+
+# Why an event is malformed; the value of the DLQ's `error` header.
+MALFORMED_REASONS = ("invalid_json", "not_object", "missing_app", "bad_app",
+                     "missing_event", "bad_event")
+
+Headers = list[tuple[str, bytes]]
+
+
+class Verdict:
+    """What to do with one event. Shared between events: never mutate."""
+
+    __slots__ = ("outcome", "priority", "headers", "reason", "quarantine")
+
+    def __init__(self, outcome: int, priority: int = -1, headers: Headers | None = None,
+                 reason: str | None = None, quarantine: bool = False) -> None:
+        self.outcome = outcome
+        self.priority = priority  # index into PRIORITIES; -1: not routed
+        self.headers = headers  # tag headers for routed events (None: tagging off)
+        self.reason = reason  # malformed reason
+        self.quarantine = quarantine  # unregistered copy to the quarantine topic
+
+    @property
+    def routed(self) -> bool:
+        return self.priority >= 0
+
+    def __repr__(self) -> str:
+        prio = PRIORITIES[self.priority] if self.priority >= 0 else "-"
+        return f"Verdict({OUTCOMES[self.outcome]}, {prio}, reason={self.reason})"
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionSettings:
+    """The parts of the gate config that change decisions (SPEC section 1-4)."""
+
+    app_path: str = "app_id"
+    event_path: str = "event"
+    sample_keys: tuple[str, ...] = ("user_id", "device_id")
+    time_path: str = "time"
+    seed: int = 0
+    tag_headers: bool = True
+    quarantine_rate: float = 0.0
+    # Share of each rule's max_rate this decider enforces: 1/workers, since a
+    # cap is per gate instance and every worker process decides on its own.
+    rate_share: float = 1.0
+
+
+def threshold(rate: float) -> int:
+    """Keep iff mmh3 < threshold (SPEC section 3.3)."""
+    return int(rate * 4294967296)
+
+
+def rate_text(rate: float) -> bytes:
+    """Decimal text of a sample rate for the `sample-rate` header."""
+    return repr(float(rate)).encode()
+
+
+class TokenBucket:
+    """A rate cap in events/s over an injected millisecond clock.
+
+    The clock only moves forward: an older timestamp (another partition that
+    lags) is treated as the latest one seen. Burst capacity is one second.
+    """
+
+    __slots__ = ("rate", "capacity", "tokens", "last_ms")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate / 1000.0  # tokens per millisecond
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.last_ms: int | None = None
+
+    def take(self, now_ms: int) -> bool:
+        last = self.last_ms
+        if last is None:
+            self.last_ms = now_ms
+        elif now_ms > last:
+            tokens = self.tokens + (now_ms - last) * self.rate
+            self.tokens = tokens if tokens < self.capacity else self.capacity
+            self.last_ms = now_ms
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class _CompiledRule:
+    __slots__ = ("verdict", "offline", "threshold", "key_getters", "bucket")
+
+    def __init__(self, verdict: Verdict, offline: bool, thresh: int | None,
+                 key_getters: tuple[Getter, ...], bucket: TokenBucket | None) -> None:
+        self.verdict = verdict
+        self.offline = offline
+        self.threshold = thresh
+        self.key_getters = key_getters
+        self.bucket = bucket
+
+
+class _CompiledApp:
+    __slots__ = ("events", "unregistered")
+
+    def __init__(self, events: dict[str, _CompiledRule], unregistered: Verdict | None) -> None:
+        self.events = events
+        self.unregistered = unregistered  # monitor-mode pass verdict; None: enforce
+
+
+_MALFORMED = {r: Verdict(MALFORMED, reason=r) for r in MALFORMED_REASONS}
+_SAMPLED_OUT = Verdict(SAMPLED_OUT)
+_THROTTLED = Verdict(THROTTLED)
+_BLOCKED = Verdict(BLOCKED)
+_UNREGISTERED_DROP = Verdict(UNREGISTERED)
+_UNREGISTERED_QUARANTINE = Verdict(UNREGISTERED, quarantine=True)
+
+
+class Decider:
+    """Compiled rules + settings: ``decide(raw, ts_ms)`` for every event."""
+
+    def __init__(self, snapshot: RulesSnapshot, settings: DecisionSettings) -> None:
+        self.version = snapshot.version
+        self.snapshot = snapshot
+        self.settings = settings
+        self.has_rate_caps = False
+        self._seed = settings.seed
+        self._get_app = compile_path(settings.app_path)
+        self._get_event = compile_path(settings.event_path)
+        self._get_time = compile_path(settings.time_path)
+        self._default_keys = tuple(compile_path(p) for p in settings.sample_keys)
+        self._quarantine_threshold = threshold(settings.quarantine_rate)
+        self._clock_ms = 0
+        version_bytes = str(snapshot.version).encode()
+        key_cache: dict[str, tuple[Getter, ...]] = {}
+        verdicts: dict[tuple[int, float], Verdict] = {}
+
+        def pass_verdict(outcome: int, priority: int, rate: float, shared: bool) -> Verdict:
+            headers: Headers | None = None
+            if settings.tag_headers:
+                headers = [("priority", PRIORITIES[priority].encode()),
+                           ("rules-version", version_bytes)]
+                if rate < 1.0:
+                    headers.append(("sample-rate", rate_text(rate)))
+            if not shared:
+                return Verdict(outcome, priority, headers)
+            # Rules that share priority and rate share one verdict (and one
+            # header list), which keeps 500k-rule tables small.
+            cached = verdicts.get((priority, rate))
+            if cached is None:
+                cached = verdicts[(priority, rate)] = Verdict(outcome, priority, headers)
+            return cached
+
+        apps: dict[str, _CompiledApp] = {}
+        for app, s in snapshot.apps.items():
+            unreg = pass_verdict(UNREGISTERED, s.default_priority, 1.0, False) if s.monitor else None
+            apps[app] = _CompiledApp({}, unreg)
+        for rule in snapshot.rules.values():
+            capp = apps.get(rule.app)
+            if capp is None:
+                capp = apps[rule.app] = _CompiledApp({}, None)
+            thresh = threshold(rule.sample_rate) if rule.sample_rate < 1.0 else None
+            getters = self._default_keys
+            if rule.sample_key is not None:
+                getters = key_cache.get(rule.sample_key) or key_cache.setdefault(
+                    rule.sample_key, (compile_path(rule.sample_key),))
+            bucket = None
+            if rule.max_rate is not None and not rule.offline:
+                bucket = TokenBucket(rule.max_rate * settings.rate_share)
+                self.has_rate_caps = True
+            capp.events[rule.event] = _CompiledRule(
+                pass_verdict(PASSED, rule.priority, rule.sample_rate, True),
+                rule.offline, thresh, getters, bucket)
+        self._apps = apps
+
+    def decide(self, raw: bytes, ts_ms: int | None = None) -> Verdict:
+        """Decide one event. ``ts_ms`` is the clock for rate caps: the input's
+        Kafka timestamp; ``None`` uses the event's own time field (replay)."""
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _MALFORMED["invalid_json"]
+        if type(obj) is not dict:
+            return _MALFORMED["not_object"]
+        app = self._get_app(obj)
+        if type(app) is not str:
+            if app is MISSING:
+                return _MALFORMED["missing_app"]
+            app = app_text(app)
+            if app is None:
+                return _MALFORMED["bad_app"]
+        event = self._get_event(obj)
+        if type(event) is not str:
+            return _MALFORMED["missing_event" if event is MISSING else "bad_event"]
+        capp = self._apps.get(app)
+        rule = None if capp is None else capp.events.get(event)
+        if rule is None:
+            if capp is not None and capp.unregistered is not None:
+                return capp.unregistered  # monitor mode: passes, counted unregistered
+            if self._quarantine_threshold and self._hash(
+                    obj, raw, self._default_keys) < self._quarantine_threshold:
+                return _UNREGISTERED_QUARANTINE
+            return _UNREGISTERED_DROP
+        if rule.offline:
+            return _BLOCKED
+        if rule.threshold is not None and self._hash(obj, raw, rule.key_getters) >= rule.threshold:
+            return _SAMPLED_OUT
+        if rule.bucket is not None:
+            if ts_ms is None:
+                t = event_time_ms(self._get_time(obj))
+                if t is not None and t > self._clock_ms:
+                    self._clock_ms = t
+                ts_ms = self._clock_ms
+            if not rule.bucket.take(ts_ms):
+                return _THROTTLED
+        return rule.verdict
+
+    def headers_for(self, raw: bytes, priority: int) -> Headers | None:
+        """The tag headers this decider gave a routed event (for re-producing
+        an output whose delivery failed: delivery reports carry no headers).
+        Sampling and caps are not re-applied: the event already passed them."""
+        if not self.settings.tag_headers:
+            return None
+        try:
+            obj = orjson.loads(raw)
+            app = app_text(self._get_app(obj))
+            event = self._get_event(obj)
+            capp = self._apps.get(app) if app is not None else None
+            rule = capp.events.get(event) if capp is not None else None
+            if rule is not None:
+                return rule.verdict.headers
+            if capp is not None and capp.unregistered is not None:
+                return capp.unregistered.headers
+        except (orjson.JSONDecodeError, AttributeError, TypeError):
+            pass
+        return [("priority", PRIORITIES[priority].encode()),
+                ("rules-version", str(self.version).encode())]
+
+    def _hash(self, obj: object, raw: bytes, getters: tuple[Getter, ...]) -> int:
+        value = first_present(obj, getters)
+        if value is MISSING:
+            key = raw
+        elif type(value) is str:
+            key = value.encode()
+        else:
+            key = orjson.dumps(value)
+        return mmh3.hash(key, self._seed, signed=False)
+
+
+def build_decider(snapshot: RulesSnapshot, settings: DecisionSettings) -> Decider:
+    return Decider(snapshot, settings)

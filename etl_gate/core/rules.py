@@ -1,0 +1,255 @@
+"""Rules (the allow-list) as validated, immutable values: SPEC section 2.
+
+Parsing happens once at the edge (file load, gRPC push); every error names the
+offending entry, and a bad push is rejected whole. The hot path never sees
+these objects: ``compile.py`` turns a snapshot into lookup tables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PRIORITIES: tuple[str, ...] = ("P0", "P1", "P2")
+DEFAULT_PRIORITY = 1  # P1, SPEC section 2
+DEFAULT_APP_PRIORITY = 2  # P2 for monitor-mode passes, SPEC section 2
+MODES = ("enforce", "monitor")
+STATES = ("active", "offline")
+MAX_VERSION = 2**64 - 1
+
+_RULE_KEYS = frozenset({"app", "event", "priority", "sample_rate", "state", "sample_key", "max_rate"})
+_APP_KEYS = frozenset({"mode", "default_priority"})
+_SNAPSHOT_KEYS = frozenset({"version", "apps", "rules"})
+_DELTA_KEYS = frozenset({"base_version", "version", "upserts", "deletes", "apps"})
+
+
+class RulesError(ValueError):
+    """A rules snapshot or delta that must be rejected whole."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    app: str
+    event: str
+    priority: int = DEFAULT_PRIORITY
+    sample_rate: float = 1.0
+    offline: bool = False
+    sample_key: str | None = None
+    max_rate: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.app, self.event)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"app": self.app, "event": self.event,
+                               "priority": PRIORITIES[self.priority]}
+        if self.sample_rate != 1.0:
+            out["sample_rate"] = self.sample_rate
+        if self.offline:
+            out["state"] = "offline"
+        if self.sample_key is not None:
+            out["sample_key"] = self.sample_key
+        if self.max_rate is not None:
+            out["max_rate"] = self.max_rate
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    monitor: bool = False
+    default_priority: int = DEFAULT_APP_PRIORITY
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": "monitor" if self.monitor else "enforce",
+                "default_priority": PRIORITIES[self.default_priority]}
+
+
+@dataclass(frozen=True, slots=True)
+class RulesSnapshot:
+    version: int
+    rules: Mapping[tuple[str, str], Rule]
+    apps: Mapping[str, AppSettings] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "apps": {app: s.to_json() for app, s in self.apps.items()},
+            "rules": [r.to_json() for r in self.rules.values()],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RulesDelta:
+    base_version: int
+    version: int
+    upserts: tuple[Rule, ...]
+    deletes: tuple[tuple[str, str], ...]
+    apps: Mapping[str, AppSettings] = field(default_factory=dict)
+
+
+def app_text(value: Any) -> str | None:
+    """The app id as a string (SPEC section 1): strings as they are, numbers as
+    the JSON text orjson writes for them; anything else (bool, null, objects) is
+    not an app."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):  # bool is an int subclass: exclude it first
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _float_text(value)
+    return None
+
+
+def _float_text(value: float) -> str:
+    # orjson writes floats with Python's shortest repr (1128.0, 1e+29 -> 1e29).
+    import orjson
+
+    return orjson.dumps(value).decode()
+
+
+def parse_priority(value: Any, where: str) -> int:
+    if value not in PRIORITIES:
+        raise RulesError(f"{where}: unknown priority {value!r} (expected one of P0, P1, P2)")
+    return PRIORITIES.index(value)
+
+
+def _check_keys(obj: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise RulesError(f"{where}: expected an object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise RulesError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    return obj
+
+
+def _parse_version(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VERSION:
+        raise RulesError(f"{where}: version must be an unsigned 64-bit integer, got {value!r}")
+    return value
+
+
+def parse_rule(obj: Any, where: str) -> Rule:
+    if not isinstance(obj, dict):
+        raise RulesError(f"{where}: expected an object, got {type(obj).__name__}")
+    app = app_text(obj.get("app"))
+    if app is None or app == "":
+        raise RulesError(f"{where}: 'app' must be a non-empty string or number, got {obj.get('app')!r}")
+    event = obj.get("event")
+    if not isinstance(event, str) or event == "":
+        raise RulesError(f"{where} (app {app!r}): 'event' must be a non-empty string, got {event!r}")
+    where = f"{where} (app {app!r}, event {event!r})"
+    _check_keys(obj, _RULE_KEYS, where)  # after app/event, so the error names them
+    priority = parse_priority(obj.get("priority", "P1"), where)
+    rate = obj.get("sample_rate", 1.0)
+    if (isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate)
+            or not 0.0 <= rate <= 1.0):
+        raise RulesError(f"{where}: sample_rate must be a number in 0..1, got {rate!r}")
+    state = obj.get("state", "active")
+    if state not in STATES:
+        raise RulesError(f"{where}: state must be 'active' or 'offline', got {state!r}")
+    sample_key = obj.get("sample_key")
+    if sample_key is not None and (not isinstance(sample_key, str) or not _valid_path(sample_key)):
+        raise RulesError(f"{where}: sample_key must be a dotted field path, got {sample_key!r}")
+    max_rate = obj.get("max_rate")
+    if max_rate is not None and (isinstance(max_rate, bool) or not isinstance(max_rate, int | float)
+                                 or not math.isfinite(max_rate) or max_rate <= 0):
+        raise RulesError(f"{where}: max_rate must be a positive number of events/s, got {max_rate!r}")
+    return Rule(app, event, priority, float(rate), state == "offline", sample_key,
+                None if max_rate is None else float(max_rate))
+
+
+def _valid_path(path: str) -> bool:
+    return path != "" and all(part != "" for part in path.split("."))
+
+
+def _parse_apps(obj: Any, where: str) -> dict[str, AppSettings]:
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise RulesError(f"{where}: expected an object keyed by app id")
+    apps: dict[str, AppSettings] = {}
+    for app, settings in obj.items():
+        w = f"{where}[{app!r}]"
+        settings = _check_keys(settings, _APP_KEYS, w)
+        mode = settings.get("mode", "enforce")
+        if mode not in MODES:
+            raise RulesError(f"{w}: mode must be 'enforce' or 'monitor', got {mode!r}")
+        prio = parse_priority(settings.get("default_priority", "P2"), w)
+        apps[app] = AppSettings(mode == "monitor", prio)
+    return apps
+
+
+def _parse_rule_list(items: Any, where: str) -> dict[tuple[str, str], Rule]:
+    if not isinstance(items, list):
+        raise RulesError(f"{where}: expected a list of rules")
+    rules: dict[tuple[str, str], Rule] = {}
+    for i, item in enumerate(items):
+        rule = parse_rule(item, f"{where}[{i}]")
+        if rule.key in rules:
+            raise RulesError(f"{where}[{i}] (app {rule.app!r}, event {rule.event!r}): "
+                             "duplicate key: the same (app, event) appears twice")
+        rules[rule.key] = rule
+    return rules
+
+
+def parse_snapshot(obj: Any) -> RulesSnapshot:
+    """Validate a full snapshot (the JSON of SPEC section 2)."""
+    obj = _check_keys(obj, _SNAPSHOT_KEYS, "snapshot")
+    if "version" not in obj:
+        raise RulesError("snapshot: 'version' is required")
+    version = _parse_version(obj["version"], "snapshot.version")
+    apps = _parse_apps(obj.get("apps"), "apps")
+    rules = _parse_rule_list(obj.get("rules", []), "rules")
+    return RulesSnapshot(version, rules, apps)
+
+
+def parse_delta(obj: Any) -> RulesDelta:
+    obj = _check_keys(obj, _DELTA_KEYS, "delta")
+    for k in ("base_version", "version"):
+        if k not in obj:
+            raise RulesError(f"delta: {k!r} is required")
+    base = _parse_version(obj["base_version"], "delta.base_version")
+    version = _parse_version(obj["version"], "delta.version")
+    upserts = _parse_rule_list(obj.get("upserts", []), "upserts")
+    dels = obj.get("deletes", [])
+    if not isinstance(dels, list):
+        raise RulesError("deletes: expected a list of {app, event}")
+    deletes: list[tuple[str, str]] = []
+    for i, d in enumerate(dels):
+        d = _check_keys(d, frozenset({"app", "event"}), f"deletes[{i}]")
+        app, event = app_text(d.get("app")), d.get("event")
+        if not app or not isinstance(event, str) or not event:
+            raise RulesError(f"deletes[{i}]: needs a non-empty 'app' and 'event', got {d!r}")
+        if (app, event) in upserts:
+            raise RulesError(f"deletes[{i}] (app {app!r}, event {event!r}): also upserted")
+        deletes.append((app, event))
+    return RulesDelta(base, version, tuple(upserts.values()), tuple(deletes),
+                      _parse_apps(obj.get("apps"), "apps"))
+
+
+def check_newer(current: RulesSnapshot | None, version: int) -> None:
+    if current is not None and version <= current.version:
+        raise RulesError(f"version {version} is not newer than the rules in force "
+                         f"(version {current.version})")
+
+
+def apply_delta(current: RulesSnapshot, delta: RulesDelta) -> RulesSnapshot:
+    """A new snapshot: ``current`` with ``delta`` applied. ``current`` is untouched."""
+    if delta.base_version != current.version:
+        raise RulesError(f"delta base_version {delta.base_version} does not match the rules "
+                         f"in force (version {current.version})")
+    check_newer(current, delta.version)
+    rules = dict(current.rules)
+    for key in delta.deletes:
+        if key not in rules:
+            raise RulesError(f"delete of (app {key[0]!r}, event {key[1]!r}): no such rule")
+        del rules[key]
+    for rule in delta.upserts:
+        rules[rule.key] = rule
+    apps = {**current.apps, **delta.apps}
+    return RulesSnapshot(delta.version, rules, apps)

@@ -1,0 +1,64 @@
+"""librdkafka settings for the gate's consumers, producers and admin clients.
+
+The gate's at-least-once contract lives here as much as in the worker: offsets
+are never auto-committed (the worker commits what its ledger proves safe) and
+the producer is idempotent, so librdkafka's own retries keep order and add no
+duplicates. User settings in ``kafka.consumer`` / ``kafka.producer`` come last
+and win, except the ones the contract depends on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import GateConfig
+
+# Settings a user may not override: they are what makes the worker lossless.
+_CONSUMER_FIXED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+_PRODUCER_FIXED = {"enable.idempotence": True, "acks": "all"}
+
+
+def consumer_config(cfg: GateConfig, worker: int) -> dict[str, Any]:
+    k = cfg.kafka
+    conf: dict[str, Any] = {
+        "bootstrap.servers": k.bootstrap_servers,
+        "group.id": k.group_id,
+        "client.id": f"etl-gate-w{worker}",
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": k.session_timeout_ms,
+        "heartbeat.interval.ms": max(100, k.session_timeout_ms // 5),
+        # Fetch in big chunks: the worker consumes in batches of batch_size.
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": min(100, max(1, k.batch_timeout_ms)),
+        "queued.max.messages.kbytes": 65536,
+        "log_level": 3,
+    }
+    if k.instance_id:
+        conf["group.instance.id"] = f"{k.instance_id}-w{worker}"
+    conf.update(k.consumer)
+    conf.update(_CONSUMER_FIXED)
+    return conf
+
+
+def producer_config(cfg: GateConfig, worker: int | str) -> dict[str, Any]:
+    k = cfg.kafka
+    conf: dict[str, Any] = {
+        "bootstrap.servers": k.bootstrap_servers,
+        "client.id": f"etl-gate-w{worker}",
+        "linger.ms": k.linger_ms,
+        "compression.type": k.compression,
+        "batch.size": 1_000_000,
+        # Bounded queue: a slow broker stops the consume loop (BufferError),
+        # it does not grow the worker's memory without limit.
+        "queue.buffering.max.messages": 200_000,
+        "queue.buffering.max.kbytes": 262_144,
+        "message.timeout.ms": 300_000,
+        "log_level": 3,
+    }
+    conf.update(k.producer)
+    conf.update(_PRODUCER_FIXED)
+    return conf
+
+
+def admin_config(cfg: GateConfig) -> dict[str, Any]:
+    return {"bootstrap.servers": cfg.kafka.bootstrap_servers, "log_level": 3}

@@ -1,0 +1,322 @@
+"""One worker process: consume a batch, decide it, route it, commit what is safe.
+
+The loop is the canonical at-least-once loop (confluent-kafka's
+examples/consumer.py) with one change: an offset is committed only after the
+broker acknowledged every output produced for the events before it (see
+``ledger.py``). Everything per event is in ``_route_batch``; everything else
+runs per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from ..config import GateConfig
+from ..core import MALFORMED, OUTCOMES, PRIORITIES, FieldTagger
+from ..rules_source import FileRulesSource, RulesHolder
+from .clients import consumer_config, producer_config
+from .ledger import Batch, Ledger
+
+log = logging.getLogger(__name__)
+
+# Indices into the worker's shared counter row (see pool.py): the outcomes,
+# then these.
+N_OUT = len(OUTCOMES)
+C_IN, C_ROUTED, C_DLQ, C_QUARANTINE, C_BYTES_IN, C_RULES_VERSION = range(N_OUT, N_OUT + 6)
+N_COUNTERS = N_OUT + 6
+
+_RETRY_BACKOFF_S = 0.5
+
+
+class Worker:
+    def __init__(self, cfg: GateConfig, index: int, counters: Any = None,
+                 rate_share: float = 1.0) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.counters = counters if counters is not None else [0] * N_COUNTERS
+        self.running = True
+        self.holder = RulesHolder(cfg.decision_settings(rate_share))
+        path = cfg.rules_path()
+        if path is None:
+            raise ValueError("rules_file is required to run a worker")
+        self.rules = FileRulesSource(path, holder=self.holder)
+        self.tagger = FieldTagger(cfg.tag.field) if cfg.tag.field else None
+        self.topics = cfg.topics.priority_topics
+        self.input_topic = cfg.kafka.input_topic
+        self.ledger = Ledger()
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self._last_commit = 0.0
+        self._last_rules_poll = 0.0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def stop(self, *_: Any) -> None:
+        self.running = False
+
+    def run(self) -> None:
+        self.rules.load()
+        self.counters[C_RULES_VERSION] = self.holder.version or 0
+        self.producer = Producer(producer_config(self.cfg, self.index))
+        self._partitions = self._output_partitions()
+        self.consumer = Consumer(consumer_config(self.cfg, self.index))
+        self.consumer.subscribe([self.input_topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info("worker %d consuming %s (rules version %s)", self.index, self.input_topic,
+                 self.holder.version)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _loop(self) -> None:
+        assert self.consumer is not None and self.producer is not None
+        consume = self.consumer.consume
+        poll = self.producer.poll
+        batch_size = self.cfg.kafka.batch_size
+        timeout = self.cfg.kafka.batch_timeout_ms / 1000.0
+        max_inflight = self.cfg.kafka.max_inflight_batches
+        while self.running:
+            msgs = consume(batch_size, timeout)
+            if msgs:
+                self._route_batch(msgs)
+            poll(0)
+            self._settle()
+            while len(self.ledger) > max_inflight and self.running:
+                poll(0.05)  # backpressure: wait for the broker to acknowledge
+                self._settle()
+            now = time.monotonic()
+            if now - self._last_rules_poll >= self.cfg.rules_reload_s:
+                self._last_rules_poll = now
+                if self.rules.poll():
+                    self.counters[C_RULES_VERSION] = self.holder.version or 0
+
+    def _output_partitions(self) -> list[int]:
+        """Partition count of each output topic (priority topics, DLQ, quarantine).
+
+        An event goes to output partition ``input partition % count``, so the
+        events of one input partition stay in one output partition per topic
+        and keep their order there (SPEC section 4). Waits for the broker.
+        """
+        assert self.producer is not None
+        t = self.cfg.topics
+        names = [*self.topics, t.dlq] + ([t.quarantine] if t.quarantine else [])
+        counts: list[int] = []
+        while self.running:
+            try:
+                md = self.producer.list_topics(timeout=5.0)
+                missing = [n for n in names if n not in md.topics or md.topics[n].error]
+                if not missing:
+                    counts = [len(md.topics[n].partitions) for n in names]
+                    return counts
+                log.warning("worker %d: output topics %s missing (run `etl-gate topics`); "
+                            "waiting", self.index, missing)
+            except KafkaException as e:
+                log.warning("worker %d: broker not reachable yet (%s); waiting", self.index, e)
+            time.sleep(1.0)
+        return counts
+
+    def _shutdown(self) -> None:
+        """Drain: every produced output acknowledged, safe offsets committed."""
+        if self.producer is not None:
+            self._flush(timeout_s=60.0)
+        if self.consumer is not None:
+            self._commit(asynchronous=False)
+            self.consumer.close()
+        log.info("worker %d stopped", self.index)
+
+    # -- per batch ---------------------------------------------------------
+
+    def _route_batch(self, msgs: list[Any]) -> None:
+        decider = self.holder.decider  # one version decides the whole batch
+        assert decider is not None and self.producer is not None
+        decide = decider.decide
+        use_ts = decider.has_rate_caps
+        produce = self.producer.produce
+        topics = self.topics
+        tagger = self.tagger
+        batch = self.ledger.open(decider)
+        side = batch.side_headers
+        cb = batch.on_delivery
+        counts = [0] * N_OUT
+        nparts = self._partitions
+        offsets: dict[int, int] = {}
+        produced = routed = dlq = quarantined = nbytes = n = 0
+        for m in msgs:
+            if m.error() is not None:
+                self._consumer_error(m.error())
+                continue
+            n += 1
+            raw = m.value()
+            if raw is None:  # a tombstone is not an event: malformed, kept in the DLQ
+                raw = b""
+            nbytes += len(raw)
+            ts = m.timestamp()[1]
+            v = decide(raw, ts if use_ts else 0)
+            counts[v.outcome] += 1
+            part = m.partition()
+            offsets[part] = m.offset() + 1
+            prio = v.priority
+            if prio >= 0:
+                payload = tagger.tag(raw, PRIORITIES[prio]) if tagger is not None else raw
+                self._produce(produce, topics[prio], part % nparts[prio], payload, m.key(),
+                              v.headers, ts, cb)
+                routed += 1
+            elif v.outcome == MALFORMED:
+                hdrs = side[raw] = self._source_headers(m, v.reason or "malformed",
+                                                        decider.version)
+                self._produce(produce, self.cfg.topics.dlq, part % nparts[3], raw, m.key(),
+                              hdrs, ts, cb)
+                dlq += 1
+            elif v.quarantine:
+                hdrs = side[raw] = self._source_headers(m, "unregistered", decider.version)
+                self._produce(produce, self.cfg.topics.quarantine, part % nparts[4], raw,
+                              m.key(), hdrs, ts, cb)
+                quarantined += 1
+            else:
+                continue
+            produced += 1
+        batch.seal(produced, offsets)
+        c = self.counters
+        for i in range(N_OUT):
+            if counts[i]:
+                c[i] += counts[i]
+        c[C_IN] += n
+        c[C_ROUTED] += routed
+        c[C_DLQ] += dlq
+        c[C_QUARANTINE] += quarantined
+        c[C_BYTES_IN] += nbytes
+
+    def _produce(self, produce: Callable[..., None], topic: str, partition: int, value: bytes,
+                 key: Any, headers: Any, ts: int, cb: Callable[[Any, Any], None]) -> None:
+        while True:
+            try:
+                if ts > 0:
+                    produce(topic, value, key, partition, headers=headers, timestamp=ts,
+                            on_delivery=cb)
+                else:
+                    produce(topic, value, key, partition, headers=headers, on_delivery=cb)
+                return
+            except BufferError:
+                # Producer queue full: serve delivery reports until there is room.
+                assert self.producer is not None
+                self.producer.poll(0.05)
+
+    @staticmethod
+    def _source_headers(m: Any, why: str, version: int) -> list[tuple[str, bytes]]:
+        return [("error", why.encode()), ("source-topic", m.topic().encode()),
+                ("source-partition", str(m.partition()).encode()),
+                ("source-offset", str(m.offset()).encode()),
+                ("rules-version", str(version).encode())]
+
+    def _consumer_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        if err.fatal():
+            raise KafkaException(err)
+        log.warning("worker %d consumer error: %s", self.index, err)
+
+    # -- acknowledgements and commits -------------------------------------
+
+    def _settle(self) -> None:
+        """Retry failed deliveries, move finished batches, commit on interval."""
+        failures = self.ledger.failures()
+        if failures:
+            self._retry(failures)
+        self.ledger.advance()
+        now = time.monotonic()
+        if self.ledger.dirty and now - self._last_commit >= self.cfg.kafka.commit_interval_ms / 1000:
+            self._commit(asynchronous=True)
+            self._last_commit = now
+
+    def _retry(self, failures: list[tuple[Batch, Any, Any]]) -> None:
+        """Re-produce outputs the producer gave up on; they stay pending, so
+        their input offsets are not committed until they land."""
+        assert self.producer is not None
+        produce = self.producer.produce
+        for batch, err, msg in failures:
+            topic, value = msg.topic(), msg.value()
+            headers = batch.side_headers.get(value)
+            if headers is None and topic in self.topics:
+                headers = batch.decider.headers_for(value, self.topics.index(topic))
+            if not err.retriable() and err.code() != KafkaError._MSG_TIMED_OUT \
+                    and topic != self.cfg.topics.dlq:
+                # Permanent for this topic (e.g. too large): keep it in the DLQ.
+                log.error("worker %d: output to %s failed permanently (%s); sending to %s",
+                          self.index, topic, err, self.cfg.topics.dlq)
+                headers = [("error", b"produce_failed"), ("error-detail", str(err).encode()),
+                           ("target-topic", topic.encode())] + list(headers or [])
+                topic = self.cfg.topics.dlq
+            else:
+                log.warning("worker %d: delivery to %s failed (%s); retrying", self.index, topic,
+                            err)
+                time.sleep(_RETRY_BACKOFF_S)
+            ts = msg.timestamp()[1]
+            self._produce(produce, topic, msg.partition() if topic == msg.topic() else -1,
+                          value, msg.key(), headers, ts, batch.on_delivery)
+
+    def _flush(self, timeout_s: float) -> bool:
+        """Wait until every produced output is acknowledged (or the timeout)."""
+        assert self.producer is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.producer.flush(1.0)
+            failures = self.ledger.failures()
+            if failures:
+                self._retry(failures)
+                continue
+            self.ledger.advance()
+            if not self.ledger.batches and len(self.producer) == 0:
+                return True
+        log.error("worker %d: outputs still unacknowledged after %.0fs; their inputs stay "
+                  "uncommitted and will be consumed again", self.index, timeout_s)
+        return False
+
+    def _commit(self, asynchronous: bool) -> None:
+        assert self.consumer is not None
+        self.ledger.advance()
+        if not self.ledger.safe or not self.ledger.dirty:
+            return
+        offsets = [TopicPartition(self.input_topic, p, o) for p, o in self.ledger.safe.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            self.ledger.dirty = False
+        except KafkaException as e:
+            # Not fatal: the offsets stay safe and are committed next time;
+            # a partition we lost is consumed again by its new owner.
+            log.warning("worker %d: commit failed: %s", self.index, e)
+
+    # -- rebalance ---------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("worker %d assigned %s", self.index, sorted(p.partition for p in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Before partitions go: finish their outputs and commit what is safe."""
+        self._flush(timeout_s=30.0)
+        self._commit(asynchronous=False)
+        self.ledger.forget({p.partition for p in partitions})
+        log.info("worker %d revoked %s", self.index, sorted(p.partition for p in partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Already owned by someone else: committing would fail; they re-consume
+        # from the last commit (duplicates, never loss).
+        self.ledger.forget({p.partition for p in partitions})
+        log.warning("worker %d lost %s", self.index, sorted(p.partition for p in partitions))
+
+
+def worker_main(cfg: GateConfig, index: int, counters: Any, rate_share: float) -> None:
+    """Entry point of a worker process (spawned by the pool)."""
+    from ..logs import setup_logging
+
+    setup_logging(cfg.log_level)
+    worker = Worker(cfg, index, counters, rate_share)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides on Ctrl-C
+    worker.run()

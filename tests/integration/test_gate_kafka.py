@@ -1,0 +1,235 @@
+"""The gate end to end on the real broker (started by tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+
+from etl_gate.core import MALFORMED_REASONS, parse_snapshot
+from etl_gate.gen import GenSpec
+
+from .helpers import GateEnv, Out, expected_by_replay, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _worker_pids(gate_pid: int) -> list[int]:
+    """The gate's worker processes (spawned children running a worker)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == gate_pid and b"spawn_main" in cmd:
+            pids.append(int(d.name))
+    return pids
+
+
+def _ids(outs: list[Out]) -> Counter[str]:
+    return Counter(o.id for o in outs)
+
+
+def _expected_ids(expected: dict[str, list[bytes]]) -> set[str]:
+    return {Out("", 0, 0, v, None, {}, 0).id for vals in expected.values() for v in vals}
+
+
+@pytest.fixture(scope="module")
+def routed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
+    """One gate run over a generated mix; several tests read its outputs."""
+    tmp = tmp_path_factory.mktemp("routed")
+    env = GateEnv(kafka_bootstrap, tmp, workers=2, partitions=4)
+    env.create_topics()
+    gen = env.generate(GenSpec(count=6000, monitor_apps=1, malformed_share=0.02, seed=3))
+    events = list(gen.events())
+    env.produce(events)
+    env.start()
+    try:
+        wait_until(env.all_committed, 90, "the gate to commit every input offset")
+    finally:
+        env.stop_all()
+    assert env.procs[0].returncode == 0, env.logs()
+    outs = env.read()
+    raw = env.read([env.cfg.kafka.input_topic])
+    return env, events, outs, raw, expected_by_replay(env, events, tmp)
+
+
+def test_kafka_outputs_equal_replay_outputs(routed) -> None:
+    env, events, outs, _raw, expected = routed
+    by_topic: dict[str, list[bytes]] = defaultdict(list)
+    for o in outs:
+        by_topic[o.topic].append(o.value)
+    assert set(by_topic) == set(expected)
+    for topic, values in expected.items():
+        # A clean run (no crash) produces each output exactly once.
+        assert Counter(by_topic[topic]) == Counter(values), topic
+    assert len(expected[env.cfg.topics.dlq]) > 0
+    assert len(expected[env.cfg.topics.quarantine]) > 0
+
+
+def test_routed_events_carry_priority_headers_key_and_timestamp(routed) -> None:
+    env, events, outs, _raw, _expected = routed
+    rules = parse_snapshot(orjson.loads(env.rules_path.read_bytes()))
+    by_id = {Out("", 0, 0, v, None, {}, 0).id: (k, ts) for v, k, ts in events}
+    topics = env.cfg.topics.priority_topics
+    seen_sampled = 0
+    for o in outs:
+        if o.topic not in topics:
+            continue
+        prio = f"P{topics.index(o.topic)}"
+        assert o.headers["priority"] == prio.encode()
+        assert o.headers["rules-version"] == str(rules.version).encode()
+        ev = orjson.loads(o.value)
+        rule = rules.rules.get((str(ev["app_id"]), ev["event"]))
+        if rule is None:  # monitor-mode app: its default priority, no sample rate
+            assert rules.apps[str(ev["app_id"])].monitor and prio == "P2"
+            assert "sample-rate" not in o.headers
+        elif rule.sample_rate < 1:
+            assert o.headers["sample-rate"] == repr(rule.sample_rate).encode()
+            seen_sampled += 1
+        else:
+            assert "sample-rate" not in o.headers
+        key, ts = by_id[o.id]
+        assert o.key == key and o.timestamp == ts
+    assert seen_sampled > 0
+
+
+def test_order_per_input_partition_is_kept(routed) -> None:
+    env, _events, outs, raw, _expected = routed
+    input_pos = {o.id: (o.partition, o.offset) for o in raw}
+    streams: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+    for o in outs:
+        streams[(o.topic, o.partition)].append(input_pos[o.id])
+    for (topic, part), positions in streams.items():
+        by_input: dict[int, list[int]] = defaultdict(list)
+        for in_part, in_off in positions:
+            by_input[in_part].append(in_off)
+        for in_part, offs in by_input.items():
+            assert offs == sorted(offs), f"{topic}[{part}] reorders input partition {in_part}"
+
+
+def test_dead_letters_say_why_and_where_from(routed) -> None:
+    env, _events, outs, raw, _expected = routed
+    by_pos = {(o.partition, o.offset): o.value for o in raw}
+    dlq = [o for o in outs if o.topic == env.cfg.topics.dlq]
+    assert dlq
+    reasons = Counter()
+    for o in dlq:
+        reasons[o.headers["error"].decode()] += 1
+        assert o.headers["error"].decode() in MALFORMED_REASONS
+        assert o.headers["source-topic"] == env.cfg.kafka.input_topic.encode()
+        pos = (int(o.headers["source-partition"]), int(o.headers["source-offset"]))
+        assert by_pos[pos] == o.value
+    assert {"invalid_json", "not_object", "missing_app", "bad_app"} <= set(reasons)
+    quarantined = [o for o in outs if o.topic == env.cfg.topics.quarantine]
+    assert quarantined and all(o.headers["error"] == b"unregistered" for o in quarantined)
+
+
+def _produce_in_background(env: GateEnv, events: list, rate: float) -> threading.Thread:
+    t = threading.Thread(target=env.produce, args=(events, rate), daemon=True)
+    t.start()
+    return t
+
+
+def test_sigkill_of_a_worker_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = GateEnv(kafka_bootstrap, tmp_path, workers=2, partitions=4)
+    env.create_topics()
+    events = list(env.generate(GenSpec(count=20000, seed=5, id_prefix="k")).events())
+    gate = env.start()
+    try:
+        feeder = _produce_in_background(env, events, rate=8000)
+        wait_until(lambda: len(_worker_pids(gate.pid)) == 2, 30, "two workers")
+        time.sleep(1.5)  # mid-stream
+        victim = _worker_pids(gate.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        feeder.join(60)
+        wait_until(env.all_committed, 120, "every input offset committed after the kill")
+        assert victim not in _worker_pids(gate.pid) and len(_worker_pids(gate.pid)) == 2
+    finally:
+        env.stop_all()
+    assert "restarting" in env.logs()
+    got = _ids(env.read())
+    missing = _expected_ids(expected_by_replay(env, events, tmp_path)) - set(got)
+    assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:5]}"
+
+
+def test_sigterm_mid_stream_drains_and_restart_loses_nothing(kafka_bootstrap: str,
+                                                             tmp_path: Path) -> None:
+    env = GateEnv(kafka_bootstrap, tmp_path, workers=2, partitions=4)
+    env.create_topics()
+    events = list(env.generate(GenSpec(count=20000, seed=6, id_prefix="t")).events())
+    gate = env.start()
+    feeder = _produce_in_background(env, events, rate=8000)
+    try:
+        wait_until(lambda: sum(env.committed().values()) > 2000, 60, "the gate to be mid-stream")
+        gate.send_signal(signal.SIGTERM)
+        assert gate.wait(60) == 0, env.logs()
+        feeder.join(60)
+        env.start()  # the same group picks up where the drained gate committed
+        wait_until(env.all_committed, 120, "the restarted gate to finish")
+    finally:
+        env.stop_all()
+    got = _ids(env.read())
+    expected = _expected_ids(expected_by_replay(env, events, tmp_path))
+    assert not expected - set(got), f"{len(expected - set(got))} events lost"
+    # A clean drain commits exactly what it delivered: nothing is delivered twice.
+    dups = [i for i, n in got.items() if n > 1]
+    assert not dups, f"{len(dups)} duplicates after a clean SIGTERM, e.g. {dups[:5]}"
+
+
+def test_two_daemons_in_one_group_split_partitions(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = GateEnv(kafka_bootstrap, tmp_path, workers=1, partitions=4)
+    env.create_topics()
+    events = list(env.generate(GenSpec(count=12000, seed=7, id_prefix="d")).events())
+    a = env.start(name="a")
+    b = env.start(name="b")
+    try:
+        feeder = _produce_in_background(env, events, rate=6000)
+        feeder.join(60)
+        wait_until(env.all_committed, 120, "two gates to finish")
+    finally:
+        env.stop_all()
+    assert a.returncode == 0 and b.returncode == 0
+    logs = [p.read_text() for p in sorted(tmp_path.glob("[ab]-*.log"))]
+    for log in logs:
+        # Each daemon consumed a share: its final totals say so.
+        totals = orjson.loads(log[log.rindex("{\n"):])
+        assert totals["events_in"] > 0, log
+    got = _ids(env.read())
+    expected = _expected_ids(expected_by_replay(env, events, tmp_path))
+    assert not expected - set(got)
+
+
+def test_rate_caps_agree_with_replay_on_one_partition(kafka_bootstrap: str,
+                                                      tmp_path: Path) -> None:
+    env = GateEnv(kafka_bootstrap, tmp_path, workers=1, partitions=1)
+    env.create_topics()
+    # 1000 events per second of event time; each app's hottest event is capped.
+    events = list(env.generate(GenSpec(count=5000, seed=8, max_rate=20.0,
+                                       id_prefix="r")).events())
+    env.produce(events)
+    env.start()
+    try:
+        wait_until(env.all_committed, 90, "the gate to finish")
+    finally:
+        env.stop_all()
+    log = env.logs()
+    totals = orjson.loads(log[log.rindex("{\n"):])
+    assert totals["throttled"] > 0
+    expected = expected_by_replay(env, events, tmp_path)
+    by_topic: dict[str, list[bytes]] = defaultdict(list)
+    for o in env.read():
+        by_topic[o.topic].append(o.value)
+    for topic, values in expected.items():
+        assert by_topic[topic] == values, topic  # one partition: same order too
