@@ -59,7 +59,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
-    from .gen import GenSpec, Generator
+    from .gen import Generator, GenSpec
 
     spec = GenSpec(count=args.count, apps=args.apps, events_per_app=args.events_per_app,
                    unregistered_share=args.unregistered, malformed_share=args.malformed,

@@ -183,6 +183,8 @@ def _validate(cfg: GateConfig) -> None:
         p = getattr(cfg.fields, name)
         check(p != "" and "" not in p.split("."), f"fields.{name}: not a dotted path: {p!r}")
     check(len(cfg.fields.sample_keys) >= 1, "fields.sample_keys: at least one path")
+    for i, p in enumerate(cfg.fields.sample_keys):
+        check(p != "" and "" not in p.split("."), f"fields.sample_keys[{i}]: not a dotted path: {p!r}")
     for p in cfg.ttl_days.P0, cfg.ttl_days.P1, cfg.ttl_days.P2:
         check(p >= 1, "ttl_days: every priority keeps data at least 1 day")
     check(cfg.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),

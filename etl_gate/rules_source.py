@@ -16,9 +16,15 @@ from pathlib import Path
 
 import orjson
 
-from .core import Decider, DecisionSettings, RulesError, RulesSnapshot, build_decider
+from .core import (
+    Decider,
+    DecisionSettings,
+    RulesError,
+    RulesSnapshot,
+    build_decider,
+    parse_snapshot,
+)
 from .core import check_newer as _check_newer
-from .core import parse_snapshot
 
 log = logging.getLogger(__name__)
 

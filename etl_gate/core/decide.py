@@ -12,6 +12,7 @@ returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 import mmh3
 import orjson
@@ -75,8 +76,9 @@ def threshold(rate: float) -> int:
 
 
 def rate_text(rate: float) -> bytes:
-    """Decimal text of a sample rate for the `sample-rate` header."""
-    return repr(float(rate)).encode()
+    """Decimal text of a sample rate for the `sample-rate` header (SPEC section 4):
+    the shortest repr's digits, never exponent notation (1e-05 -> 0.00001)."""
+    return format(Decimal(repr(float(rate))), "f").encode()
 
 
 class TokenBucket:

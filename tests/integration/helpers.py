@@ -19,7 +19,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from etl_gate.config import GateConfig, load_config
-from etl_gate.gen import GenSpec, Generator
+from etl_gate.gen import Generator, GenSpec
 from etl_gate.kafka.loader import produce_events
 from etl_gate.kafka.topics import create_topics
 

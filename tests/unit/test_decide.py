@@ -235,13 +235,24 @@ def test_sampled_pass_carries_sample_rate_header() -> None:
 
 
 @pytest.mark.parametrize("rate, text", [(0.5, b"0.5"), (0.25, b"0.25"), (0.08, b"0.08"),
-                                        (0.999, b"0.999")])
+                                        (0.999, b"0.999"), (0.0001, b"0.0001")])
 def test_sample_rate_header_is_decimal_text(rate: float, text: bytes) -> None:
     d = make(rules=[{"app": "a", "event": "e", "sample_rate": rate}], apps={})
-    # mmh3.hash(b"u3", 0, signed=False) == 330920505, below every threshold here
-    v = d.decide(ev(app_id="a", event="e", user_id="u3"), 0)
+    # mmh3.hash(b"", 0, signed=False) == 0: the empty user id is kept at any rate > 0
+    v = d.decide(ev(app_id="a", event="e", user_id=""), 0)
     assert v.outcome == PASSED
     assert v.headers is not None and v.headers[-1] == ("sample-rate", text)
+
+
+@pytest.mark.parametrize("rate, text", [(0.00001, b"0.00001"), (1.5e-07, b"0.00000015"),
+                                        (1 / 3, b"0.3333333333333333")])
+def test_sample_rate_header_is_never_exponent_notation(rate: float, text: bytes) -> None:
+    d = make(rules=[{"app": "a", "event": "e", "sample_rate": rate}], apps={})
+    # mmh3.hash(b"", 0, signed=False) == 0: the empty user id is kept at any rate > 0
+    v = d.decide(ev(app_id="a", event="e", user_id=""), 0)
+    assert v.outcome == PASSED
+    assert v.headers is not None and v.headers[-1] == ("sample-rate", text)
+    assert float(text) == rate
 
 
 def test_tag_headers_off() -> None:
