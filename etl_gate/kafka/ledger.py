@@ -59,7 +59,7 @@ class Ledger:
         return len(self.batches)
 
     def failures(self) -> list[tuple[Batch, Any, Any]]:
-        out = []
+        out: list[tuple[Batch, Any, Any]] = []
         for batch in self.batches:
             if batch.failures:
                 out.extend((batch, err, msg) for err, msg in batch.failures)

@@ -65,7 +65,8 @@ class Worker:
         self.counters[C_RULES_VERSION] = self.holder.version or 0
         self.producer = Producer(producer_config(self.cfg, self.index))
         self._partitions = self._output_partitions()
-        self.consumer = Consumer(consumer_config(self.cfg, self.index))
+        self.consumer = Consumer({**consumer_config(self.cfg, self.index),
+                                  "on_commit": self._on_commit})
         self.consumer.subscribe([self.input_topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("worker %d consuming %s (rules version %s)", self.index, self.input_topic,
@@ -281,16 +282,35 @@ class Worker:
     def _commit(self, asynchronous: bool) -> None:
         assert self.consumer is not None
         self.ledger.advance()
-        if not self.ledger.safe or not self.ledger.dirty:
+        # A synchronous commit (revoke, shutdown) always runs: an earlier
+        # asynchronous one may have failed after clearing the dirty flag.
+        if not self.ledger.safe or (asynchronous and not self.ledger.dirty):
             return
         offsets = [TopicPartition(self.input_topic, p, o) for p, o in self.ledger.safe.items()]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                # A synchronous commit reports errors per partition.
+                failed = [tp for tp in self.consumer.commit(offsets=offsets, asynchronous=False)
+                          if tp.error is not None]
+                if failed:
+                    log.warning("worker %d: commit failed for %s", self.index,
+                                [(tp.partition, str(tp.error)) for tp in failed])
+                    return
             self.ledger.dirty = False
         except KafkaException as e:
             # Not fatal: the offsets stay safe and are committed next time;
             # a partition we lost is consumed again by its new owner.
             log.warning("worker %d: commit failed: %s", self.index, e)
+
+    def _on_commit(self, err: Any, partitions: list[TopicPartition]) -> None:
+        failed = [tp for tp in partitions if tp.error is not None]
+        if err is not None or failed:
+            # Try again at the next interval; the offsets are still safe.
+            self.ledger.dirty = True
+            if err is None or err.code() != KafkaError._NO_OFFSET:
+                log.warning("worker %d: async commit failed: %s", self.index, err or failed)
 
     # -- rebalance ---------------------------------------------------------
 

@@ -1,0 +1,153 @@
+"""Shared by the benchmarks: machine description, /proc readings, RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+POM = ROOT / "scripts" / "kafka" / "pom.xml"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str:
+    m = re.search(r"^model name\s*:\s*(.+)$", _read("/proc/cpuinfo"), re.M)
+    return m.group(1).strip() if m else platform.processor() or "unknown"
+
+
+def ram_gib() -> float:
+    m = re.search(r"^MemTotal:\s+(\d+) kB", _read("/proc/meminfo"), re.M)
+    return int(m.group(1)) / 2**20 if m else 0.0
+
+
+def kafka_version() -> str:
+    m = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", _read(POM))
+    return m.group(1) if m else "unknown"
+
+
+def command_line() -> str:
+    return shlex.join([Path(sys.executable).name, *sys.argv])
+
+
+def machine_lines() -> list[str]:
+    """Markdown bullet lines describing where the figures come from."""
+    import confluent_kafka
+    import orjson
+
+    load = " ".join(_read("/proc/loadavg").split()[:3])
+    return [
+        f"- machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
+        f"{cpu_model()}, {ram_gib():.1f} GiB RAM; load average at start {load}",
+        f"- software: Python {platform.python_version()}, confluent-kafka "
+        f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]}), "
+        f"orjson {orjson.__version__}",
+    ]
+
+
+def section_header(title: str) -> list[str]:
+    return [f"## {time.strftime('%Y-%m-%d %H:%M %Z')}: {title}", ""]
+
+
+def append_results(lines: list[str]) -> None:
+    """Append one markdown section to bench/RESULTS.md (created with a title)."""
+    new = not RESULTS.exists() or RESULTS.stat().st_size == 0
+    with RESULTS.open("a") as f:
+        if new:
+            f.write("# etl-gate benchmark results\n\nAppended by `bench/throughput.py` and "
+                    "`bench/core_bench.py`; see bench/README.md.\n")
+        f.write("\n" + "\n".join(lines).rstrip() + "\n")
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+
+
+# -- /proc readings (Linux) -------------------------------------------------
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """user+sys CPU seconds of one live process (not its children)."""
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def proc_peak_rss_mib(pid: int) -> float | None:
+    """Peak resident set size (VmHWM) of a live process."""
+    m = re.search(r"^VmHWM:\s+(\d+) kB", _read(f"/proc/{pid}/status"), re.M)
+    return int(m.group(1)) / 1024 if m else None
+
+
+def proc_cmdline(pid: int) -> str:
+    return _read(f"/proc/{pid}/cmdline").replace("\0", " ")
+
+
+def children(pid: int) -> list[int]:
+    """Live children of one process (from /proc/PID/task/*/children)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        out += [int(c) for c in _read(f"/proc/{pid}/task/{tid}/children").split()]
+    return out
+
+
+def descendants(root: int) -> list[int]:
+    """Live descendants of ``root``."""
+    out: list[int] = []
+    todo = [root]
+    while todo:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+class MachineCpu:
+    """Whole-machine CPU use between two readings of /proc/stat."""
+
+    def __init__(self) -> None:
+        self.start = self._read()
+
+    @staticmethod
+    def _read() -> list[int]:
+        line = _read("/proc/stat").splitlines()[0]
+        return [int(x) for x in line.split()[1:]]
+
+    def busy_and_steal(self) -> tuple[float, float]:
+        """(share of CPU time busy, share stolen by the hypervisor), 0..1."""
+        now = self._read()
+        d = [b - a for a, b in zip(self.start, now, strict=False)]
+        total = sum(d[:8]) or 1  # user nice system idle iowait irq softirq steal
+        idle = d[3] + d[4]
+        steal = d[7] if len(d) > 7 else 0
+        return (total - idle - steal) / total, steal / total
