@@ -74,7 +74,7 @@ rules_file = "rules.json"
 rules_reload_s = 0.5
 log_level = "INFO"
 quarantine_sample_rate = 0.5
-{self.extra_toml}
+
 [kafka]
 bootstrap_servers = "{self.bootstrap}"
 group_id = "{self.prefix}-gate"
@@ -89,6 +89,7 @@ p2 = "{self.prefix}.p2"
 dlq = "{self.prefix}.dlq"
 quarantine = "{self.prefix}.quarantine"
 partitions = {self.partitions}
+{self.extra_toml}
 """)
 
     @property
