@@ -85,6 +85,29 @@ class TtlConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """The gRPC control plane served by the supervisor (proto/etl_gate/pb/control/v1)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:50051"  # loopback by default; "0.0.0.0:50051" to expose
+    # TLS: server certificate and key (PEM files). With client_ca as well,
+    # clients must present a certificate signed by it (mutual TLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # Bearer tokens for mutating calls. File: one token per line, optionally
+    # "token read" for a read-only token; '#' comments. Env: the name of a
+    # variable holding comma-separated tokens (write tokens). No tokens: open.
+    tokens_file: str = ""
+    tokens_env: str = ""
+    auth_reads: bool = False  # also require a (read or write) token for reads
+    push_timeout_s: float = 10.0  # wait for every live worker to apply a push
+    max_message_mb: int = 64
+    state_dir: str = "state"  # applied rules persist here, relative to the config file
+    instance: str = ""  # name in status; default: the host name
+
+
+@dataclass(frozen=True)
 class GateConfig:
     workers: int = 0  # 0: one per CPU
     rules_file: str = ""
@@ -97,12 +120,17 @@ class GateConfig:
     fields: FieldsConfig = field(default_factory=FieldsConfig)
     tag: TagConfig = field(default_factory=TagConfig)
     ttl_days: TtlConfig = field(default_factory=TtlConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     # Where the file was read from, so relative paths resolve against it.
     base_dir: str = "."
 
     @property
     def worker_count(self) -> int:
         return self.workers or (os.cpu_count() or 1)
+
+    def path(self, relative: str) -> Path:
+        """A path from the config, resolved against the config file's folder."""
+        return Path(self.base_dir, relative)
 
     def rules_path(self) -> Path | None:
         if not self.rules_file:
@@ -187,6 +215,14 @@ def _validate(cfg: GateConfig) -> None:
         check(p != "" and "" not in p.split("."), f"fields.sample_keys[{i}]: not a dotted path: {p!r}")
     for p in cfg.ttl_days.P0, cfg.ttl_days.P1, cfg.ttl_days.P2:
         check(p >= 1, "ttl_days: every priority keeps data at least 1 day")
+    c = cfg.control
+    check(c.push_timeout_s > 0, "control.push_timeout_s: must be > 0")
+    check(1 <= c.max_message_mb <= 2000, "control.max_message_mb: must be in 1..2000")
+    check(bool(c.tls_cert) == bool(c.tls_key), "control.tls_cert and control.tls_key: give both or neither")
+    check(not c.tls_client_ca or bool(c.tls_cert),
+          "control.tls_client_ca: mutual TLS needs tls_cert and tls_key too")
+    check(":" in c.listen, f"control.listen: expected host:port, got {c.listen!r}")
+    check(bool(c.state_dir), "control.state_dir: required")
     check(cfg.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
           f"log_level: one of DEBUG, INFO, WARNING, ERROR, got {cfg.log_level!r}")
 

@@ -24,7 +24,7 @@ from .core import (
     build_decider,
     parse_snapshot,
 )
-from .core import check_newer as _check_newer
+from .core.rules import StaleVersion
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ class RulesHolder:
     def install(self, snapshot: RulesSnapshot) -> Decider:
         """Validate the version, build, then swap. Raises RulesError and keeps
         the old rules when the snapshot is not newer."""
-        current = self.decider.snapshot if self.decider else None
-        _check_newer(current, snapshot.version)
+        if self.decider is not None and snapshot.version <= self.decider.version:
+            raise StaleVersion(snapshot.version, self.decider.version)
         decider = build_decider(snapshot, self.settings)
         self.decider = decider  # the one reference the hot loop reads
         return decider

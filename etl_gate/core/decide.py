@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import mmh3
 import orjson
 
 from .fields import MISSING, Getter, compile_path, event_time_ms, first_present
-from .rules import PRIORITIES, RulesSnapshot, app_text
+from .packed import PackedDelta, PackedRules, pack
+from .rules import PRIORITIES, BaseVersionMismatch, Rule, RulesSnapshot, app_text
 
 # Outcomes (SPEC section 3). Ints so adapters can count into a list by index.
 PASSED, SAMPLED_OUT, UNREGISTERED, BLOCKED, MALFORMED, THROTTLED = range(6)
@@ -111,11 +113,14 @@ class TokenBucket:
 
 
 class _CompiledRule:
-    __slots__ = ("verdict", "offline", "threshold", "key_getters", "bucket")
+    """A rule that needs more than a lookup: offline, sampled or capped. Holds
+    no version-specific state, so a delta keeps it (and its bucket)."""
 
-    def __init__(self, verdict: Verdict, offline: bool, thresh: int | None,
+    __slots__ = ("vkey", "offline", "threshold", "key_getters", "bucket")
+
+    def __init__(self, vkey: tuple[int, float], offline: bool, thresh: int | None,
                  key_getters: tuple[Getter, ...], bucket: TokenBucket | None) -> None:
-        self.verdict = verdict
+        self.vkey = vkey  # (priority, sample rate): picks the version's pass verdict
         self.offline = offline
         self.threshold = thresh
         self.key_getters = key_getters
@@ -123,11 +128,15 @@ class _CompiledRule:
 
 
 class _CompiledApp:
-    __slots__ = ("events", "unregistered")
+    """One app's table: event -> priority (an int, for plain rules) or a
+    _CompiledRule. Ints, not verdicts, so the table is independent of the
+    version and a delta copies only the apps it touches."""
 
-    def __init__(self, events: dict[str, _CompiledRule], unregistered: Verdict | None) -> None:
+    __slots__ = ("events", "monitor_priority")
+
+    def __init__(self, events: dict[str, int | _CompiledRule], monitor_priority: int) -> None:
         self.events = events
-        self.unregistered = unregistered  # monitor-mode pass verdict; None: enforce
+        self.monitor_priority = monitor_priority  # -1: enforce
 
 
 _MALFORMED = {r: Verdict(MALFORMED, reason=r) for r in MALFORMED_REASONS}
@@ -139,61 +148,132 @@ _UNREGISTERED_QUARANTINE = Verdict(UNREGISTERED, quarantine=True)
 
 
 class Decider:
-    """Compiled rules + settings: ``decide(raw, ts_ms)`` for every event."""
+    """Compiled rules + settings: ``decide(raw, ts_ms)`` for every event.
 
-    def __init__(self, snapshot: RulesSnapshot, settings: DecisionSettings) -> None:
-        self.version = snapshot.version
-        self.snapshot = snapshot
+    Build it from a snapshot (``build_decider``) or its packed form
+    (``Decider(packed, settings)``); ``with_delta`` returns a new decider and
+    leaves this one untouched, so the hot loop can keep using it meanwhile.
+    """
+
+    def __init__(self, packed: PackedRules | RulesSnapshot, settings: DecisionSettings) -> None:
+        if isinstance(packed, RulesSnapshot):
+            packed = pack(packed)
+        self.version = packed.version
+        self.rule_count = packed.rule_count
         self.settings = settings
-        self.has_rate_caps = False
         self._seed = settings.seed
         self._get_app = compile_path(settings.app_path)
         self._get_event = compile_path(settings.event_path)
         self._get_time = compile_path(settings.time_path)
         self._default_keys = tuple(compile_path(p) for p in settings.sample_keys)
+        self._key_cache: dict[str, tuple[Getter, ...]] = {}
         self._quarantine_threshold = threshold(settings.quarantine_rate)
         self._clock_ms = 0
-        version_bytes = str(snapshot.version).encode()
-        key_cache: dict[str, tuple[Getter, ...]] = {}
-        verdicts: dict[tuple[int, float], Verdict] = {}
+        self._make_verdicts()
+        self._apps: dict[str, _CompiledApp] = {}
+        for app, lists in packed.plain.items():
+            # dict.fromkeys: the table of a 500k-rule list is built in C.
+            events: dict[str, int | _CompiledRule] = dict.fromkeys(lists[0], 0)
+            events.update(dict.fromkeys(lists[1], 1))
+            events.update(dict.fromkeys(lists[2], 2))
+            self._apps[app] = _CompiledApp(events, -1)
+        self._set_apps(packed.apps)
+        for rule in packed.special:
+            self._set_rule(self._app(rule.app), rule)
+        # The worker reads input timestamps only when some rule has a cap.
+        self.has_rate_caps = any(r.max_rate is not None and not r.offline for r in packed.special)
 
-        def pass_verdict(outcome: int, priority: int, rate: float, shared: bool) -> Verdict:
-            headers: Headers | None = None
-            if settings.tag_headers:
-                headers = [("priority", PRIORITIES[priority].encode()),
-                           ("rules-version", version_bytes)]
-                if rate < 1.0:
-                    headers.append(("sample-rate", rate_text(rate)))
-            if not shared:
-                return Verdict(outcome, priority, headers)
-            # Rules that share priority and rate share one verdict (and one
-            # header list), which keeps 500k-rule tables small.
-            cached = verdicts.get((priority, rate))
-            if cached is None:
-                cached = verdicts[(priority, rate)] = Verdict(outcome, priority, headers)
-            return cached
+    def _make_verdicts(self) -> None:
+        """The verdicts of this version: their headers name it."""
+        version_bytes = str(self.version).encode()
+        tag = self.settings.tag_headers
 
-        apps: dict[str, _CompiledApp] = {}
-        for app, s in snapshot.apps.items():
-            unreg = pass_verdict(UNREGISTERED, s.default_priority, 1.0, False) if s.monitor else None
-            apps[app] = _CompiledApp({}, unreg)
-        for rule in snapshot.rules.values():
-            capp = apps.get(rule.app)
-            if capp is None:
-                capp = apps[rule.app] = _CompiledApp({}, None)
-            thresh = threshold(rule.sample_rate) if rule.sample_rate < 1.0 else None
-            getters = self._default_keys
-            if rule.sample_key is not None:
-                getters = key_cache.get(rule.sample_key) or key_cache.setdefault(
-                    rule.sample_key, (compile_path(rule.sample_key),))
-            bucket = None
-            if rule.max_rate is not None and not rule.offline:
-                bucket = TokenBucket(rule.max_rate * settings.rate_share)
-                self.has_rate_caps = True
-            capp.events[rule.event] = _CompiledRule(
-                pass_verdict(PASSED, rule.priority, rule.sample_rate, True),
-                rule.offline, thresh, getters, bucket)
-        self._apps = apps
+        def headers(priority: int, rate: float) -> Headers | None:
+            if not tag:
+                return None
+            h = [("priority", PRIORITIES[priority].encode()), ("rules-version", version_bytes)]
+            if rate < 1.0:
+                h.append(("sample-rate", rate_text(rate)))
+            return h
+
+        self._plain = [Verdict(PASSED, p, headers(p, 1.0)) for p in range(len(PRIORITIES))]
+        self._monitor = [Verdict(UNREGISTERED, p, headers(p, 1.0)) for p in range(len(PRIORITIES))]
+        self._passes: dict[tuple[int, float], Verdict] = {}
+        self._headers = headers
+
+    def _pass_verdict(self, vkey: tuple[int, float]) -> Verdict:
+        v = self._passes.get(vkey)
+        if v is None:
+            v = self._passes[vkey] = Verdict(PASSED, vkey[0], self._headers(*vkey))
+        return v
+
+    def _app(self, app: str) -> _CompiledApp:
+        capp = self._apps.get(app)
+        if capp is None:
+            capp = self._apps[app] = _CompiledApp({}, -1)
+        return capp
+
+    def _set_apps(self, apps: dict[str, tuple[bool, int]]) -> None:
+        for app, (monitor, prio) in apps.items():
+            self._app(app).monitor_priority = prio if monitor else -1
+
+    def _set_rule(self, capp: _CompiledApp, rule: Rule) -> None:
+        if rule.plain:
+            capp.events[rule.event] = rule.priority
+            return
+        getters = self._default_keys
+        if rule.sample_key is not None:
+            getters = self._key_cache.get(rule.sample_key) or self._key_cache.setdefault(
+                rule.sample_key, (compile_path(rule.sample_key),))
+        bucket = None
+        if rule.max_rate is not None and not rule.offline:
+            bucket = TokenBucket(rule.max_rate * self.settings.rate_share)
+        vkey = (rule.priority, rule.sample_rate)
+        self._pass_verdict(vkey)
+        capp.events[rule.event] = _CompiledRule(
+            vkey, rule.offline, threshold(rule.sample_rate) if rule.sample_rate < 1.0 else None,
+            getters, bucket)
+
+    def with_delta(self, delta: PackedDelta) -> Decider:
+        """A new decider: this one with ``delta`` applied. Only the apps the
+        delta touches are copied; untouched rules keep their buckets."""
+        if delta.base_version != self.version:
+            raise BaseVersionMismatch(delta.base_version, self.version)
+        apps = dict(self._apps)
+        copied: set[str] = set()
+
+        def writable(app: str) -> _CompiledApp:
+            capp = apps.get(app)
+            if app not in copied:
+                capp = apps[app] = (_CompiledApp(dict(capp.events), capp.monitor_priority)
+                                    if capp is not None else _CompiledApp({}, -1))
+                copied.add(app)
+            assert capp is not None
+            return capp
+
+        count = self.rule_count
+        for app, event in delta.deletes:
+            if writable(app).events.pop(event, None) is not None:
+                count -= 1
+        new = Decider.__new__(Decider)
+        new.__dict__.update(self.__dict__)
+        new.version = delta.version
+        new._apps = apps
+        new._key_cache = dict(self._key_cache)
+        new._make_verdicts()
+        for vkey in self._passes:
+            new._pass_verdict(vkey)
+        for app, (monitor, prio) in delta.apps.items():
+            writable(app).monitor_priority = prio if monitor else -1
+        for rule in delta.upserts:
+            capp = writable(rule.app)
+            if rule.event not in capp.events:
+                count += 1
+            new._set_rule(capp, rule)
+        new.rule_count = count
+        new.has_rate_caps = self.has_rate_caps or any(
+            r.max_rate is not None and not r.offline for r in delta.upserts)
+        return new
 
     def decide(self, raw: bytes, ts_ms: int | None = None) -> Verdict:
         """Decide one event. ``ts_ms`` is the clock for rate caps: the input's
@@ -215,10 +295,14 @@ class Decider:
         if type(event) is not str:
             return _MALFORMED["missing_event" if event is MISSING else "bad_event"]
         capp = self._apps.get(app)
-        rule = None if capp is None else capp.events.get(event)
+        # Any: mypy does not narrow on `type(x) is int`, the fastest test here.
+        rule: Any = None if capp is None else capp.events.get(event)
+        if type(rule) is int:
+            return self._plain[rule]  # the common case: a plain registered event
         if rule is None:
-            if capp is not None and capp.unregistered is not None:
-                return capp.unregistered  # monitor mode: passes, counted unregistered
+            if capp is not None and capp.monitor_priority >= 0:
+                # monitor mode: passes, counted unregistered
+                return self._monitor[capp.monitor_priority]
             if self._quarantine_threshold and self._hash(
                     obj, raw, self._default_keys) < self._quarantine_threshold:
                 return _UNREGISTERED_QUARANTINE
@@ -235,7 +319,7 @@ class Decider:
                 ts_ms = self._clock_ms
             if not rule.bucket.take(ts_ms):
                 return _THROTTLED
-        return rule.verdict
+        return self._passes[rule.vkey]
 
     def headers_for(self, raw: bytes, priority: int) -> Headers | None:
         """The tag headers this decider gave a routed event (for re-producing
@@ -246,17 +330,13 @@ class Decider:
         try:
             obj = orjson.loads(raw)
             app = app_text(self._get_app(obj))
-            event = self._get_event(obj)
             capp = self._apps.get(app) if app is not None else None
-            rule = capp.events.get(event) if capp is not None else None
-            if rule is not None:
-                return rule.verdict.headers
-            if capp is not None and capp.unregistered is not None:
-                return capp.unregistered.headers
+            rule = capp.events.get(self._get_event(obj)) if capp is not None else None
+            if isinstance(rule, _CompiledRule):
+                return self._passes[rule.vkey].headers
         except (orjson.JSONDecodeError, AttributeError, TypeError):
             pass
-        return [("priority", PRIORITIES[priority].encode()),
-                ("rules-version", str(self.version).encode())]
+        return self._plain[priority].headers
 
     def _hash(self, obj: object, raw: bytes, getters: tuple[Getter, ...]) -> int:
         value = first_present(obj, getters)
@@ -270,4 +350,4 @@ class Decider:
 
 
 def build_decider(snapshot: RulesSnapshot, settings: DecisionSettings) -> Decider:
-    return Decider(snapshot, settings)
+    return Decider(pack(snapshot), settings)
