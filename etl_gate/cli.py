@@ -25,15 +25,12 @@ def _config(args: argparse.Namespace) -> GateConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .kafka.pool import run_gate
-    from .rules_source import load_rules_file
+    from .supervisor import run_gate
 
     cfg = _config(args)
     setup_logging(cfg.log_level)
-    path = cfg.rules_path()
-    if path is None:
-        raise ConfigError("rules_file: required to run (the gRPC control plane comes later)")
-    load_rules_file(path)  # fail fast, before any worker starts, on bad rules
+    if cfg.rules_path() is None and not cfg.control.enabled:
+        raise ConfigError("rules_file: required when the control plane is disabled")
     totals = run_gate(cfg, max_events=args.max_events)
     print(orjson.dumps(totals, option=orjson.OPT_INDENT_2).decode())
     return 0

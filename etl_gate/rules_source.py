@@ -1,29 +1,22 @@
-"""Where a worker's rules come from, behind one interface that swaps atomically.
+"""Where rules come from, on both sides of the process boundary.
 
-A ``RulesHolder`` owns the current ``Decider``; the worker reads
-``holder.decider`` once per batch, so every event of a batch is decided by one
-version and a swap lands between two batches. Sources build the new decider
-off the hot path and swap one reference; a bad update leaves the old rules in
-force. Today the source is the rules file (polled by mtime); the control plane
-will push through the same ``install`` call.
+Worker side: a ``RulesHolder`` owns the current ``Decider``; the hot loop
+reads ``holder.decider`` once per batch, so one version decides a whole batch
+and a swap lands between two batches. Supervisor side: ``RulesFileWatcher``
+polls the optional rules file and hands new versions to the same authority
+that gRPC pushes go through, so startup, file reload and push share one path.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
-from .core import (
-    Decider,
-    DecisionSettings,
-    RulesError,
-    RulesSnapshot,
-    build_decider,
-    parse_snapshot,
-)
+from .core import Decider, DecisionSettings, RulesError, RulesSnapshot, build_decider, parse_snapshot
 from .core.rules import StaleVersion
 
 log = logging.getLogger(__name__)
@@ -55,22 +48,27 @@ class RulesHolder:
     def version(self) -> int | None:
         return None if self.decider is None else self.decider.version
 
+    def swap(self, decider: Decider) -> None:
+        self.decider = decider  # the one reference the hot loop reads
+
     def install(self, snapshot: RulesSnapshot) -> Decider:
-        """Validate the version, build, then swap. Raises RulesError and keeps
-        the old rules when the snapshot is not newer."""
+        """Build, then swap. Raises StaleVersion and keeps the old rules when
+        the snapshot is not newer."""
         if self.decider is not None and snapshot.version <= self.decider.version:
             raise StaleVersion(snapshot.version, self.decider.version)
         decider = build_decider(snapshot, self.settings)
-        self.decider = decider  # the one reference the hot loop reads
+        self.swap(decider)
         return decider
 
 
-class FileRulesSource:
-    """Polls a rules file's mtime and installs new versions into a holder."""
+class RulesFileWatcher:
+    """Polls a rules file (mtime and size) and submits new versions."""
 
-    def __init__(self, path: Path, holder: RulesHolder) -> None:
+    def __init__(self, path: Path, submit: Callable[[RulesSnapshot], object],
+                 current_version: Callable[[], int | None]) -> None:
         self.path = path
-        self.holder = holder
+        self.submit = submit
+        self.current_version = current_version
         self._stamp: tuple[int, int] | None = None
 
     def _stat(self) -> tuple[int, int] | None:
@@ -80,24 +78,28 @@ class FileRulesSource:
             return None
         return (st.st_mtime_ns, st.st_size)
 
-    def load(self) -> None:
-        """First load: errors propagate (a gate must not start on bad rules)."""
-        self._stamp = self._stat()
-        self.holder.install(load_rules_file(self.path))
-
-    def poll(self) -> bool:
-        """Reload if the file changed; a bad or stale file is logged and ignored."""
+    def poll(self, strict: bool = False) -> bool:
+        """Submit the file if it changed and is newer than the rules in force.
+        A bad file is logged and ignored (raised when ``strict``: at start)."""
         stamp = self._stat()
-        if stamp is None or stamp == self._stamp:
+        if stamp is None and not strict:
+            return False
+        if stamp == self._stamp and not strict:
             return False
         self._stamp = stamp
         try:
             snapshot = load_rules_file(self.path)
-            if snapshot.version == self.holder.version:
-                return False
-            self.holder.install(snapshot)
         except RulesError as e:
-            log.error("rules reload rejected, keeping version %s: %s", self.holder.version, e)
+            if strict:
+                raise
+            log.error("rules file rejected, keeping version %s: %s", self.current_version(), e)
             return False
-        log.info("rules version %s installed from %s", snapshot.version, self.path)
+        current = self.current_version()
+        if current is not None and snapshot.version <= current:
+            if snapshot.version < current:
+                log.info("rules file %s has version %d; version %d is in force (pushed or "
+                         "persisted), keeping it", self.path, snapshot.version, current)
+            return False
+        self.submit(snapshot)
+        log.info("rules version %d from %s submitted", snapshot.version, self.path)
         return True

@@ -18,34 +18,36 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from ..config import GateConfig
+from ..control.model import WorkerState
 from ..core import MALFORMED, OUTCOMES, PRIORITIES, FieldTagger
-from ..rules_source import FileRulesSource, RulesHolder
+from ..rules_source import RulesHolder
 from .clients import consumer_config, producer_config
 from .ledger import Batch, Ledger
+from .rules_feed import RulesFeed
 
 log = logging.getLogger(__name__)
 
 # Indices into the worker's shared counter row (see pool.py): the outcomes,
 # then these.
 N_OUT = len(OUTCOMES)
-C_IN, C_ROUTED, C_DLQ, C_QUARANTINE, C_BYTES_IN, C_RULES_VERSION = range(N_OUT, N_OUT + 6)
-N_COUNTERS = N_OUT + 6
+(C_IN, C_ROUTED, C_DLQ, C_QUARANTINE, C_BYTES_IN, C_RULES_VERSION, C_STATE,
+ C_LAG) = range(N_OUT, N_OUT + 8)
+N_COUNTERS = N_OUT + 8
+_LAG_EVERY_S = 1.0
 
 _RETRY_BACKOFF_S = 0.5
 
 
 class Worker:
-    def __init__(self, cfg: GateConfig, index: int, counters: Any = None,
+    def __init__(self, cfg: GateConfig, index: int, conn: Any, counters: Any = None,
                  rate_share: float = 1.0) -> None:
         self.cfg = cfg
         self.index = index
         self.counters = counters if counters is not None else [0] * N_COUNTERS
         self.running = True
         self.holder = RulesHolder(cfg.decision_settings(rate_share))
-        path = cfg.rules_path()
-        if path is None:
-            raise ValueError("rules_file is required to run a worker")
-        self.rules = FileRulesSource(path, holder=self.holder)
+        self.feed = RulesFeed(conn, self.holder, on_applied=self._on_rules_applied,
+                              on_closed=self._on_supervisor_gone)
         self.tagger = FieldTagger(cfg.tag.field) if cfg.tag.field else None
         self.topics = cfg.topics.priority_topics
         self.input_topic = cfg.kafka.input_topic
@@ -53,27 +55,48 @@ class Worker:
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self._last_commit = 0.0
-        self._last_rules_poll = 0.0
+        self._last_lag = 0.0
 
     # -- lifecycle ---------------------------------------------------------
 
     def stop(self, *_: Any) -> None:
         self.running = False
 
+    def _on_rules_applied(self, version: int) -> None:
+        self.counters[C_RULES_VERSION] = version
+
+    def _on_supervisor_gone(self) -> None:
+        if self.running:
+            log.error("worker %d: supervisor gone; draining and exiting", self.index)
+            self.running = False
+
+    def _set_state(self, state: WorkerState) -> None:
+        self.counters[C_STATE] = int(state)
+
     def run(self) -> None:
-        self.rules.load()
-        self.counters[C_RULES_VERSION] = self.holder.version or 0
+        self._set_state(WorkerState.STARTING)
+        self.counters[C_LAG] = -1
+        self.feed.start()
         self.producer = Producer(producer_config(self.cfg, self.index))
+        self._set_state(WorkerState.WAITING)
         self._partitions = self._output_partitions()
+        # A gate that has no rules yet does not consume: its events wait in Kafka.
+        while self.holder.decider is None and self.running:
+            time.sleep(0.05)
+        if not self.running:
+            self._set_state(WorkerState.STOPPING)
+            return
         self.consumer = Consumer({**consumer_config(self.cfg, self.index),
                                   "on_commit": self._on_commit})
         self.consumer.subscribe([self.input_topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("worker %d consuming %s (rules version %s)", self.index, self.input_topic,
                  self.holder.version)
+        self._set_state(WorkerState.RUNNING)
         try:
             self._loop()
         finally:
+            self._set_state(WorkerState.STOPPING)
             self._shutdown()
 
     def _loop(self) -> None:
@@ -93,10 +116,28 @@ class Worker:
                 poll(0.05)  # backpressure: wait for the broker to acknowledge
                 self._settle()
             now = time.monotonic()
-            if now - self._last_rules_poll >= self.cfg.rules_reload_s:
-                self._last_rules_poll = now
-                if self.rules.poll():
-                    self.counters[C_RULES_VERSION] = self.holder.version or 0
+            if now - self._last_lag >= _LAG_EVERY_S:
+                self._last_lag = now
+                self.counters[C_LAG] = self._input_lag()
+
+    def _input_lag(self) -> int:
+        """Messages behind the high watermarks on the assigned partitions, from
+        librdkafka's cached watermarks (no broker round trip); -1 unknown."""
+        assert self.consumer is not None
+        try:
+            assigned = self.consumer.assignment()
+            if not assigned:
+                return 0
+            lag = 0
+            for tp in self.consumer.position(assigned):
+                high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
+                if high >= 0 and tp.offset >= 0:
+                    lag += max(0, high - tp.offset)
+                elif high > 0:
+                    return -1
+            return lag
+        except KafkaException:
+            return -1
 
     def _output_partitions(self) -> list[int]:
         """Partition count of each output topic (priority topics, DLQ, quarantine).
@@ -331,12 +372,12 @@ class Worker:
         log.warning("worker %d lost %s", self.index, sorted(p.partition for p in partitions))
 
 
-def worker_main(cfg: GateConfig, index: int, counters: Any, rate_share: float) -> None:
+def worker_main(cfg: GateConfig, index: int, conn: Any, counters: Any, rate_share: float) -> None:
     """Entry point of a worker process (spawned by the pool)."""
     from ..logs import setup_logging
 
     setup_logging(cfg.log_level)
-    worker = Worker(cfg, index, counters, rate_share)
+    worker = Worker(cfg, index, conn, counters, rate_share)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides on Ctrl-C
     worker.run()

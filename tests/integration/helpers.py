@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,12 @@ from etl_gate.kafka.loader import produce_events
 from etl_gate.kafka.topics import create_topics
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 _ID = re.compile(rb'"id":"([^"]+)"')
 
 
@@ -67,14 +74,20 @@ class GateEnv:
 
     def __post_init__(self) -> None:
         self.rules_path = self.dir / "rules.json"
-        self.config_path = self.dir / "gate.toml"
-        self.config_path.write_text(f"""
+        self.config_path = self.write_config("gate")
+        self.control_ports: dict[str, int] = {}
+
+    def write_config(self, name: str, control_port: int = 0) -> Path:
+        """A config per daemon: its own state dir and control port."""
+        path = self.dir / f"{name}.toml"
+        control = (f'enabled = true\nlisten = "127.0.0.1:{control_port}"' if control_port
+                   else "enabled = false")
+        path.write_text(f"""
 workers = {self.workers}
 rules_file = "rules.json"
 rules_reload_s = 0.5
 log_level = "INFO"
 quarantine_sample_rate = 0.5
-
 [kafka]
 bootstrap_servers = "{self.bootstrap}"
 group_id = "{self.prefix}-gate"
@@ -89,8 +102,12 @@ p2 = "{self.prefix}.p2"
 dlq = "{self.prefix}.dlq"
 quarantine = "{self.prefix}.quarantine"
 partitions = {self.partitions}
+[control]
+{control}
+state_dir = "state-{name}"
 {self.extra_toml}
 """)
+        return path
 
     @property
     def cfg(self) -> GateConfig:
@@ -118,10 +135,18 @@ partitions = {self.partitions}
     def produce(self, events: Iterable[tuple[bytes, bytes, int]], rate: float = 0.0) -> int:
         return produce_events(self.cfg, self.cfg.kafka.input_topic, events, rate=rate)
 
-    def start(self, *args: str, name: str = "gate") -> subprocess.Popen[bytes]:
+    def start(self, *args: str, name: str = "gate", control: bool = False,
+              config: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start a daemon. Each name gets its own config (state dir); with
+        ``control`` its gRPC control plane listens on ``control_ports[name]``."""
+        if config is None:
+            port = 0
+            if control:
+                port = self.control_ports.setdefault(name, _free_port())
+            config = self.write_config(name, port)
         log = open(self.dir / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen([sys.executable, "-m", "etl_gate", "run", "--config",
-                                 str(self.config_path), *args],
+                                 str(config), *args],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs.append(proc)
         return proc

@@ -195,6 +195,17 @@ def test_two_daemons_in_one_group_split_partitions(kafka_bootstrap: str, tmp_pat
     a = env.start(name="a")
     b = env.start(name="b")
     try:
+        # Both in the group with a share each before the stream starts.
+        def has_partitions(log: str) -> bool:
+            lines = [line for line in log.splitlines() if "assigned [" in line]
+            return bool(lines) and not lines[-1].endswith("assigned []")
+
+        def both_assigned() -> bool:
+            logs = [p.read_text() for p in sorted(tmp_path.glob("[ab]-*.log"))]
+            return len(logs) == 2 and all(map(has_partitions, logs))
+
+        wait_until(both_assigned, 60, "both daemons to be assigned partitions")
+        time.sleep(1)
         feeder = _produce_in_background(env, events, rate=6000)
         feeder.join(60)
         wait_until(env.all_committed, 120, "two gates to finish")

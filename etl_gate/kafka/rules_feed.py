@@ -1,0 +1,68 @@
+"""The worker's end of the rules pipe from the supervisor.
+
+A thread receives packed snapshots and deltas, builds the new decider off the
+hot path and swaps one reference; the hot loop never waits for a build (it
+only shares the GIL with it). Then it reports the applied version through the
+worker's shared counters, which is the acknowledgement the supervisor waits
+for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..core import Decider
+from ..core.packed import PackedDelta, PackedRules
+from ..rules_source import RulesHolder
+
+log = logging.getLogger(__name__)
+
+
+class RulesFeed(threading.Thread):
+    def __init__(self, conn: Any, holder: RulesHolder, on_applied: Callable[[int], None],
+                 on_closed: Callable[[], None]) -> None:
+        super().__init__(name="rules-feed", daemon=True)
+        self.conn = conn
+        self.holder = holder
+        self.on_applied = on_applied
+        self.on_closed = on_closed
+
+    def run(self) -> None:
+        while True:
+            try:
+                kind, blob = self.conn.recv()
+            except (EOFError, OSError):
+                self.on_closed()  # the supervisor is gone
+                return
+            try:
+                self._apply(kind, blob)
+            except Exception:
+                log.exception("rules update (%s) failed; keeping version %s", kind,
+                              self.holder.version)
+            del blob
+
+    def _apply(self, kind: str, blob: bytes) -> None:
+        current = self.holder.decider
+        if kind == "snapshot":
+            packed = PackedRules.from_bytes(blob)
+            if current is not None and packed.version <= current.version:
+                self.on_applied(current.version)
+                return
+            decider = Decider(packed, self.holder.settings)
+            del packed  # only the compiled tables stay resident
+        elif kind == "delta":
+            delta = PackedDelta.from_bytes(blob)
+            if current is None:
+                raise RuntimeError(f"delta {delta.version} before any snapshot")
+            if delta.version <= current.version:
+                self.on_applied(current.version)
+                return
+            decider = current.with_delta(delta)
+        else:
+            raise ValueError(f"unknown rules message {kind!r}")
+        self.holder.swap(decider)
+        self.on_applied(decider.version)
+        log.info("rules version %d applied (%d rules)", decider.version, decider.rule_count)
