@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from .config import ConfigError, GateConfig, load_config
+from .control.ctl import add_ctl_parser
 from .core import RulesError
 from .logs import setup_logging
 
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help="gate config (for kafka.bootstrap_servers)")
     g.add_argument("--bootstrap")
     g.set_defaults(func=cmd_gen)
+
+    add_ctl_parser(sub)
     return p
 
 

@@ -13,6 +13,7 @@ payloads. Payloads are padded to about ``size`` bytes.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,9 @@ class GenSpec:
     numeric_app_ids: bool = True  # half the apps send their id as a JSON number
     size: int = 350
     seed: int = 1
-    start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    # Event time of the first event; None: now. (A fixed past date would put
+    # the events beyond the priority topics' retention, and Kafka deletes them.)
+    start_ms: int | None = None
     step_ms: int = 1  # event time advances by this per event
     rules_version: int = 1
     max_rate: float = 0.0  # >0: the hottest event of each app gets this cap
@@ -61,6 +64,7 @@ class Generator:
         # Zipf weights over each app's names: a few events carry most traffic.
         self.weights = [1.0 / (r + 1) for r in range(spec.events_per_app)]
         self.users = [f"u{rng.randrange(10**9):09d}" for _ in range(5000)]
+        self.start_ms = spec.start_ms if spec.start_ms is not None else int(time.time() * 1000)
 
     def rules(self) -> dict[str, Any]:
         spec, rng = self.spec, random.Random(self.spec.seed + 7)
@@ -93,7 +97,7 @@ class Generator:
             else:
                 name = rng.choices(self.registered[app], self.weights)[0]
             user = rng.choice(self.users)
-            t = spec.start_ms + i * spec.step_ms
+            t = self.start_ms + i * spec.step_ms
             # Odd-numbered apps send their id as a JSON number (SPEC: same app).
             app_value: Any = int(app) if spec.numeric_app_ids and app_index % 2 else app
             ev: dict[str, Any] = {"id": f"{spec.id_prefix}{i}", "app_id": app_value,

@@ -20,6 +20,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from etl_gate.config import GateConfig, load_config
+from etl_gate.control.client import ClientOptions, ControlClient
 from etl_gate.gen import Generator, GenSpec
 from etl_gate.kafka.loader import produce_events
 from etl_gate.kafka.topics import create_topics
@@ -69,6 +70,7 @@ class GateEnv:
     workers: int = 2
     partitions: int = 4
     extra_toml: str = ""
+    rules_file: bool = True  # False: rules come only from control-plane pushes
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -84,7 +86,7 @@ class GateEnv:
                    else "enabled = false")
         path.write_text(f"""
 workers = {self.workers}
-rules_file = "rules.json"
+{'rules_file = "rules.json"' if self.rules_file else ""}
 rules_reload_s = 0.5
 log_level = "INFO"
 quarantine_sample_rate = 0.5
@@ -150,6 +152,9 @@ state_dir = "state-{name}"
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs.append(proc)
         return proc
+
+    def client(self, name: str = "gate", **options: object) -> ControlClient:
+        return ControlClient(f"127.0.0.1:{self.control_ports[name]}", ClientOptions(**options))
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("*.log")))

@@ -1,0 +1,376 @@
+"""``etl-gate ctl``: drive one or more gates' control planes.
+
+    etl-gate ctl push RULES.json [--target h:p ...]
+    etl-gate ctl delta DELTA.json
+    etl-gate ctl rules [--export FILE]
+    etl-gate ctl status [--watch]
+    etl-gate ctl health
+
+Every command runs against each ``--target`` at once and prints one result
+per target; the exit code is 1 if any target failed, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from etl_gate.config import ConfigError
+from etl_gate.core.rules import RulesError
+
+from .model import GateStatus, PushResult, RulesInfo
+
+if TYPE_CHECKING:
+    from .client import ClientOptions, ControlClient
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TOKEN_ENV = "ETL_GATE_TOKEN"
+
+
+# --- options ------------------------------------------------------------------
+
+
+def targets(values: Sequence[str] | None) -> list[str]:
+    """--target values, repeated and/or comma-separated, in order, once each."""
+    out: list[str] = []
+    for value in values or [DEFAULT_TARGET]:
+        for t in value.split(","):
+            t = t.strip()
+            if t and t not in out:
+                out.append(t)
+    if not out:
+        raise ConfigError("--target: no address given")
+    return out
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot read {path}: {e.strerror or e}") from None
+
+
+def token(args: argparse.Namespace, environ: dict[str, str] | None = None) -> str | None:
+    """--token, else the first token in --token-file, else $ETL_GATE_TOKEN."""
+    if args.token:
+        return str(args.token)
+    if args.token_file:
+        for line in _read(args.token_file, "--token-file").decode().splitlines():
+            words = line.split()
+            if words and not words[0].startswith("#"):
+                return words[0]
+        raise ConfigError(f"--token-file: {args.token_file} holds no token")
+    env = os.environ if environ is None else environ
+    return env.get(TOKEN_ENV) or None
+
+
+def client_options(args: argparse.Namespace) -> ClientOptions:
+    from .client import ClientOptions
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key: give both or neither")
+    return ClientOptions(
+        token=token(args),
+        tls=bool(args.tls_ca or args.tls_cert or args.tls_server_name),
+        tls_ca=_read(args.tls_ca, "--tls-ca") if args.tls_ca else None,
+        tls_cert=_read(args.tls_cert, "--tls-cert") if args.tls_cert else None,
+        tls_key=_read(args.tls_key, "--tls-key") if args.tls_key else None,
+        server_name=args.tls_server_name or None,
+        timeout=args.timeout, max_message_mb=args.max_message_mb)
+
+
+def _load_json(path: str) -> Any:
+    data = sys.stdin.buffer.read() if path == "-" else _read(path, "input")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise RulesError(f"{path}: not valid JSON: {e}") from None
+
+
+# --- fan-out ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Outcome:
+    target: str
+    result: Any = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def fan_out(addresses: list[str], options: ClientOptions,
+            call: Callable[[ControlClient], Any]) -> list[Outcome]:
+    """``call`` against every target at once; outcomes in target order. Input
+    errors (RulesError: the same for every target) are raised."""
+    from .client import CallError, ControlClient
+
+    def one(target: str) -> Outcome:
+        with ControlClient(target, options) as client:
+            try:
+                return Outcome(target, result=call(client))
+            except CallError as e:
+                return Outcome(target, error=e)
+
+    with ThreadPoolExecutor(max_workers=len(addresses)) as pool:
+        return list(pool.map(one, addresses))
+
+
+# --- output -------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """Domain objects as JSON-ready values (enums by name)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def _error_json(e: Exception) -> dict[str, Any]:
+    out: dict[str, Any] = {"code": getattr(e, "code", type(e).__name__),
+                           "message": getattr(e, "details", str(e))}
+    if getattr(e, "current_version", None) is not None:
+        out["current_version"] = e.current_version  # type: ignore[attr-defined]
+    return out
+
+
+def print_json(outcomes: list[Outcome]) -> None:
+    doc = [{"target": o.target, "ok": o.ok,
+            **({"result": plain(o.result)} if o.ok else {"error": _error_json(o.error)})}  # type: ignore[arg-type]
+           for o in outcomes]
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
+def _when(epoch: float) -> str:
+    if not epoch:
+        return "-"
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def describe_rules(info: RulesInfo) -> str:
+    return (f"version {info.version}: {info.rule_count} rules, {info.app_count} apps, "
+            f"digest {info.digest[:12] or '-'}, applied {_when(info.applied_at)}")
+
+
+def describe_push(r: PushResult) -> str:
+    workers = ", ".join(f"{w}" for w, _ in r.acks) or "none"
+    return (f"applied {describe_rules(r.rules)}; {len(r.acks)} worker(s) [{workers}] "
+            f"in {r.apply_seconds:.2f}s")
+
+
+def status_table(s: GateStatus) -> str:
+    rules = f"rules {describe_rules(s.rules)}" if s.rules else "no rules"
+    lines = [f"instance {s.instance or '-'}  {'SERVING' if s.serving else 'NOT SERVING'}  {rules}",
+             f"  {'worker':>6}  {'pid':>7}  {'state':<8}  {'version':>8}  {'lag':>10}  {'ev/s':>10}"]
+    for w in s.workers:
+        lag = "?" if w.input_lag < 0 else str(w.input_lag)
+        lines.append(f"  {w.worker:>6}  {w.pid:>7}  {w.state.name:<8}  {w.rules_version:>8}  "
+                     f"{lag:>10}  {w.events_per_second:>10.1f}")
+    if not s.workers:
+        lines.append("  (no workers)")
+    return "\n".join(lines)
+
+
+def print_outcomes(outcomes: list[Outcome], describe: Callable[[Any], str]) -> None:
+    many = len(outcomes) > 1
+    for o in outcomes:
+        text = describe(o.result) if o.ok else f"FAILED {o.error}"
+        if "\n" in text:
+            print(f"{o.target}:\n{text}" if many or not o.ok else text)
+        else:
+            print(f"{o.target}: {text}")
+
+
+def _exit_code(outcomes: list[Outcome]) -> int:
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+# --- commands -----------------------------------------------------------------
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from . import serde
+    from .client import SharedStream
+
+    options = client_options(args)
+    # The header is checked now; rules convert while the first gate receives them.
+    stream = SharedStream(serde.json_snapshot_to_requests(_load_json(args.file), args.chunk_rules))
+    outcomes = fan_out(targets(args.target), options, lambda c: c.push(stream))
+    return _report(args, outcomes, describe_push)
+
+
+def cmd_delta(args: argparse.Namespace) -> int:
+    from . import serde
+
+    options = client_options(args)
+    request = serde.json_delta_to_pb(_load_json(args.file))
+    outcomes = fan_out(targets(args.target), options, lambda c: c.apply_delta(request))
+    return _report(args, outcomes, describe_push)
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    addresses = targets(args.target)
+    options = client_options(args)
+    if args.export:
+        if len(addresses) != 1:
+            raise ConfigError("--export: give exactly one --target")
+        (outcome,) = fan_out(addresses, options, lambda c: c.export_json())
+        if outcome.ok:
+            data = orjson.dumps(outcome.result, option=orjson.OPT_INDENT_2) + b"\n"
+            if args.export == "-":
+                sys.stdout.buffer.write(data)
+                return 0
+            Path(args.export).write_bytes(data)
+            rules = outcome.result
+            outcome = Outcome(outcome.target, result=(
+                f"version {rules['version']}: {len(rules['rules'])} rules written to {args.export}"))
+        return _report(args, [outcome], str)
+    outcomes = fan_out(addresses, options, lambda c: c.rules_info())
+    code = _report(args, outcomes, describe_rules)
+    digests = {o.result.digest for o in outcomes if o.ok}
+    if len(digests) > 1 and not args.json:
+        print("note: the targets do not all have the same rules")
+    return code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch:
+        return _watch(args)
+    outcomes = fan_out(targets(args.target), client_options(args), lambda c: c.status())
+    return _report(args, outcomes, status_table)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    outcomes = fan_out(targets(args.target), client_options(args), lambda c: c.health(args.service))
+    code = _report(args, outcomes, str)
+    return code or (0 if all(o.result == "SERVING" for o in outcomes) else 1)
+
+
+def _report(args: argparse.Namespace, outcomes: list[Outcome], describe: Callable[[Any], str]) -> int:
+    if args.json:
+        print_json(outcomes)
+    else:
+        print_outcomes(outcomes, describe)
+    return _exit_code(outcomes)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """Print every status update from every target until Ctrl-C."""
+    from .client import CallError, ControlClient
+
+    options = client_options(args)
+    clients = [ControlClient(t, options) for t in targets(args.target)]
+    lock = threading.Lock()
+    failed: list[str] = []
+
+    def follow(client: ControlClient) -> None:
+        try:
+            for status in client.watch(args.interval):
+                with lock:
+                    if args.json:
+                        print(orjson.dumps({"target": client.target, "status": plain(status)}).decode(),
+                              flush=True)
+                    else:
+                        now = datetime.datetime.now().strftime("%H:%M:%S")
+                        print(f"[{now}] {client.target}\n{status_table(status)}\n", flush=True)
+        except CallError as e:
+            with lock:
+                failed.append(client.target)
+                print(f"{client.target}: FAILED {e}", file=sys.stderr, flush=True)
+        except BrokenPipeError:  # the reader went away (| head): stop following
+            client.close()
+
+    threads = [threading.Thread(target=follow, args=(c,), daemon=True) for c in clients]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for c in clients:
+            c.close()
+    return 1 if failed else 0
+
+
+# --- parser -------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("connection")
+    g.add_argument("--target", action="append", metavar="HOST:PORT",
+                   help=f"a gate's control address; repeat or comma-separate (default {DEFAULT_TARGET})")
+    g.add_argument("--token", help=f"bearer token (default: --token-file, then ${TOKEN_ENV})")
+    g.add_argument("--token-file", help="file holding the bearer token")
+    g.add_argument("--tls-ca", metavar="FILE", help="CA of the gate's certificate (PEM); enables TLS")
+    g.add_argument("--tls-cert", metavar="FILE", help="client certificate (PEM), for mutual TLS")
+    g.add_argument("--tls-key", metavar="FILE", help="client private key (PEM), for mutual TLS")
+    g.add_argument("--tls-server-name", metavar="NAME",
+                   help="name the gate's certificate must carry, when it differs from the target host")
+    g.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
+    g.add_argument("--max-message-mb", type=int, default=64, help="like control.max_message_mb")
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def add_ctl_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``ctl`` and its commands to the ``etl-gate`` parser."""
+    common = _common()
+    ctl = subparsers.add_parser("ctl", help="talk to running gates' control planes (gRPC)",
+                                description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ctl.add_subparsers(dest="ctl_command", required=True)
+
+    push = sub.add_parser("push", parents=[common], help="replace the rules with a snapshot file")
+    push.add_argument("file", metavar="RULES.json", help="SPEC section 2 snapshot ('-' for stdin)")
+    push.add_argument("--chunk-rules", type=_positive_int, default=20_000, help="rules per streamed chunk")
+    push.set_defaults(func=cmd_push)
+
+    delta = sub.add_parser("delta", parents=[common], help="apply a delta file on top of base_version")
+    delta.add_argument("file", metavar="DELTA.json",
+                       help="{base_version, version, upserts, deletes, apps} ('-' for stdin)")
+    delta.set_defaults(func=cmd_delta)
+
+    rules = sub.add_parser("rules", parents=[common], help="the rules in force (or --export them)")
+    rules.add_argument("--export", metavar="FILE", help="write the rules as a snapshot file ('-': stdout)")
+    rules.set_defaults(func=cmd_rules)
+
+    status = sub.add_parser("status", parents=[common], help="workers, versions, lag and rates")
+    status.add_argument("--watch", action="store_true", help="follow changes until Ctrl-C")
+    status.add_argument("--interval", type=float, default=5.0,
+                        help="with --watch: an update at least this often (seconds)")
+    status.set_defaults(func=cmd_status)
+
+    health = sub.add_parser("health", parents=[common], help="standard gRPC health check")
+    health.add_argument("--service", default="", help="service to check (default: the whole gate)")
+    health.set_defaults(func=cmd_health)
+    return ctl
