@@ -13,6 +13,7 @@ from .config import ConfigError, GateConfig, load_config
 from .control.ctl import add_ctl_parser
 from .core import RulesError
 from .logs import setup_logging
+from .progress import Progress
 
 
 def _config(args: argparse.Namespace) -> GateConfig:
@@ -29,7 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .supervisor import run_gate
 
     cfg = _config(args)
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, cfg.log_format)
     if cfg.rules_path() is None and not cfg.control.enabled:
         raise ConfigError("rules_file: required when the control plane is disabled")
     totals = run_gate(cfg, max_events=args.max_events)
@@ -69,18 +70,21 @@ def cmd_gen(args: argparse.Namespace) -> int:
     gen = Generator(spec)
     if args.rules_out:
         Path(args.rules_out).write_bytes(orjson.dumps(gen.rules(), option=orjson.OPT_INDENT_2))
+    progress = Progress("gen", total=spec.count)
     if args.topic:
         from .kafka.loader import produce_events
 
-        n = produce_events(_config(args), args.topic, gen.events(), rate=args.rate)
+        with progress:
+            n = produce_events(_config(args), args.topic, progress.track(gen.events()), rate=args.rate)
         print(f"gen: {n} events to topic {args.topic}", file=sys.stderr)
     elif args.output:
         out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
         try:
-            for payload, _key, _ts in gen.events():
+            for payload, _key, _ts in progress.track(gen.events()):
                 out.write(payload)
                 out.write(b"\n")
         finally:
+            progress.close()
             if out is not sys.stdout.buffer:
                 out.close()
     elif not args.rules_out:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .core import DecisionSettings, RulesError
+from .logs import LOG_FORMATS
 
 
 class ConfigError(ValueError):
@@ -85,6 +86,27 @@ class TtlConfig:
 
 
 @dataclass(frozen=True)
+class ObserveConfig:
+    """Metrics, per-event statistics and surge detection (served by the supervisor)."""
+
+    metrics_listen: str = "127.0.0.1:9464"  # Prometheus /metrics; "" disables it
+    top_apps: list[str] = field(default_factory=list)  # app label values; the rest: "other"
+    telemetry_interval_s: float = 1.0  # how often workers ship their counts
+    stats_enabled: bool = True  # per (app, event) statistics; off saves ~5% of the worker CPU
+    stats_interval_s: float = 10.0  # surge checks and stats-topic records, per this interval
+    stats_topic: str = ""  # JSON records per interval go here; "" = not published
+    stats_max_keys: int = 100_000  # (app, event) keys kept exactly; past it, approximate
+    stats_window_minutes: int = 60
+    # Cost per event of each priority (any currency): cost = count x price.
+    unit_price: dict[str, float] = field(default_factory=lambda: {"P0": 0.0, "P1": 0.0,
+                                                                  "P2": 0.0})
+    surge_factor: float = 5.0  # rate above factor x baseline ...
+    surge_floor: float = 100.0  # ... and above this many events/s is a surge
+    surge_calm_intervals: int = 3  # intervals back under the threshold to end it
+    surge_action: str = "flag"  # flag | cap (hold it to its baseline) | downgrade (to P2)
+
+
+@dataclass(frozen=True)
 class ControlConfig:
     """The gRPC control plane served by the supervisor (proto/etl_gate/pb/control/v1)."""
 
@@ -115,12 +137,14 @@ class GateConfig:
     sampling_seed: int = 0
     quarantine_sample_rate: float = 0.0
     log_level: str = "INFO"
+    log_format: str = "text"  # "text" or "json" (one JSON object per line)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     fields: FieldsConfig = field(default_factory=FieldsConfig)
     tag: TagConfig = field(default_factory=TagConfig)
     ttl_days: TtlConfig = field(default_factory=TtlConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
     # Where the file was read from, so relative paths resolve against it.
     base_dir: str = "."
 
@@ -215,6 +239,20 @@ def _validate(cfg: GateConfig) -> None:
         check(p != "" and "" not in p.split("."), f"fields.sample_keys[{i}]: not a dotted path: {p!r}")
     for p in cfg.ttl_days.P0, cfg.ttl_days.P1, cfg.ttl_days.P2:
         check(p >= 1, "ttl_days: every priority keeps data at least 1 day")
+    o = cfg.observe
+    check(o.telemetry_interval_s > 0, "observe.telemetry_interval_s: must be > 0")
+    check(o.stats_interval_s >= o.telemetry_interval_s,
+          "observe.stats_interval_s: must be >= observe.telemetry_interval_s")
+    check(o.stats_max_keys >= 100, "observe.stats_max_keys: must be >= 100")
+    check(o.stats_window_minutes >= 1, "observe.stats_window_minutes: must be >= 1")
+    check(set(o.unit_price) <= {"P0", "P1", "P2"}, "observe.unit_price: keys are P0, P1, P2")
+    check(all(isinstance(v, int | float) and v >= 0 for v in o.unit_price.values()),
+          "observe.unit_price: prices must be numbers >= 0")
+    check(o.surge_factor > 1, "observe.surge_factor: must be > 1")
+    check(o.surge_floor >= 0, "observe.surge_floor: must be >= 0")
+    check(o.surge_calm_intervals >= 1, "observe.surge_calm_intervals: must be >= 1")
+    check(o.surge_action in ("flag", "cap", "downgrade"),
+          f"observe.surge_action: one of flag, cap, downgrade, got {o.surge_action!r}")
     c = cfg.control
     check(c.push_timeout_s > 0, "control.push_timeout_s: must be > 0")
     check(1 <= c.max_message_mb <= 2000, "control.max_message_mb: must be in 1..2000")
@@ -225,6 +263,8 @@ def _validate(cfg: GateConfig) -> None:
     check(bool(c.state_dir), "control.state_dir: required")
     check(cfg.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
           f"log_level: one of DEBUG, INFO, WARNING, ERROR, got {cfg.log_level!r}")
+    check(cfg.log_format in LOG_FORMATS,
+          f"log_format: one of {', '.join(LOG_FORMATS)}, got {cfg.log_format!r}")
 
 
 def parse_config(data: dict[str, Any], base_dir: str = ".") -> GateConfig:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TextIO
 
 import orjson
+
+LOG_FORMATS = ("text", "json")
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,11 +21,21 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out).decode()
 
 
-def setup_logging(level: str = "INFO", json_lines: bool | None = None) -> None:
-    if json_lines is None:
-        json_lines = os.environ.get("ETL_GATE_LOG_JSON", "") not in ("", "0", "false")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
+def setup_logging(level: str = "INFO", log_format: str | None = None, *,
+                  stream: TextIO | None = None) -> None:
+    """Log to stderr (or ``stream``) as ``log_format``: "text" (default) or "json".
+
+    ``ETL_GATE_LOG_JSON``, when set, overrides the format: "0" or "false" means
+    text, any other value JSON lines.
+    """
+    env = os.environ.get("ETL_GATE_LOG_JSON", "")
+    if env:
+        log_format = "text" if env.lower() in ("0", "false") else "json"
+    log_format = log_format or "text"
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log_format: one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -9,8 +9,10 @@ to event time, so both paths agree on the same data.
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,6 +20,7 @@ import orjson
 
 from .config import GateConfig
 from .core import MALFORMED, OUTCOMES, PRIORITIES, FieldTagger, RulesSnapshot, build_decider
+from .progress import Progress
 
 
 def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
@@ -51,8 +54,12 @@ def replay(cfg: GateConfig, snapshot: RulesSnapshot, input_path: str,
     counts = [0] * len(OUTCOMES)
     decide = decider.decide
     stream: BinaryIO = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")  # noqa: SIM115
+    size = _regular_file_size(stream)
+    # A file's size gives the ETA (bytes read of size); a pipe has no total.
+    progress = Progress("replay", total=size)
+    position: Callable[[], float] | None = stream.tell if size else None
     try:
-        for raw in iter_lines(stream):
+        for raw in progress.track(iter_lines(stream), at=position):
             v = decide(raw)
             counts[v.outcome] += 1
             if v.priority >= 0:
@@ -63,6 +70,7 @@ def replay(cfg: GateConfig, snapshot: RulesSnapshot, input_path: str,
             elif v.quarantine:
                 write(cfg.topics.quarantine, raw)
     finally:
+        progress.close()
         if stream is not sys.stdin.buffer:
             stream.close()
         for f in files.values():
@@ -75,3 +83,12 @@ def replay(cfg: GateConfig, snapshot: RulesSnapshot, input_path: str,
     }
     (out_dir / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return summary
+
+
+def _regular_file_size(stream: BinaryIO) -> int | None:
+    """Size of a regular file behind ``stream`` (stdin included), else None."""
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's BytesIO, pytest's capture)
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None

@@ -20,6 +20,7 @@ from .control.status import StatusBoard
 from .control.store import RulesStore
 from .core import RulesError
 from .kafka.pool import WorkerPool
+from .observe import Observer
 from .rules_source import RulesFileWatcher
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,15 @@ def run_gate(cfg: GateConfig, max_events: int = 0, report_every_s: float = 10.0)
 
     pool = WorkerPool(cfg, authority)
     board = StatusBoard(pool, authority, cfg.control.instance)
+    observer = Observer(cfg, authority)
+    observer.start(pool.telemetry, pool.broadcast)
+    pool.extra_sync = lambda: [("surge", b)] if (b := observer.surge_blob()) else []
+    if cfg.observe.metrics_listen:
+        from prometheus_client import start_http_server
+
+        host, _, port = cfg.observe.metrics_listen.rpartition(":")
+        start_http_server(int(port), addr=host or "0.0.0.0", registry=observer.metrics.registry)
+        log.info("metrics on http://%s/metrics", cfg.observe.metrics_listen)
     server = None
     if cfg.control.enabled:
         from .control.server import build_server
@@ -80,6 +90,7 @@ def run_gate(cfg: GateConfig, max_events: int = 0, report_every_s: float = 10.0)
         while not stop_flag.wait(0.2):
             pool.check()
             board.tick()
+            observer.tick(pool.slots, lambda slot: slot.running)
             totals = pool.totals()
             if max_events and totals["events_in"] >= max_events:
                 break
@@ -90,6 +101,7 @@ def run_gate(cfg: GateConfig, max_events: int = 0, report_every_s: float = 10.0)
         stop_flag.set()
         pool.stop()
         board.tick()
+        observer.stop()
         if server is not None:
             server.stop(grace=1.0)
     totals = pool.totals()

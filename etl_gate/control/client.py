@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from etl_gate.pb.control.v1 import control_pb2_grpc
 
 from . import serde
-from .model import GateStatus, PushResult, RulesInfo
+from .model import EventStatsReport, GateStatus, PushResult, RulesInfo, StatsQuery
 
 T = TypeVar("T")
 
@@ -192,6 +192,14 @@ class ControlClient:
                 raise CallError.from_rpc(e) from None
         finally:
             call.cancel()
+
+    def event_stats(self, top: int = serde.DEFAULT_STATS_TOP, by: str = "count", app: str | None = None,
+                    decision: str | None = None, window_minutes: int = 0) -> EventStatsReport:
+        """The top (app, event, decision) rows by count or bytes, per-app
+        totals and the surging events; window_minutes 0: since start. Raises
+        InvalidRequest for what cannot be sent (``by`` not count or bytes)."""
+        request = serde.event_stats_request(StatsQuery(top, by, app, decision, window_minutes))
+        return serde.event_stats_from_pb(self._call(self._stub.GetEventStats, request))
 
     def health(self, service: str = "") -> str:
         """The standard health check: "SERVING", "NOT_SERVING", ..."""

@@ -4,6 +4,7 @@
     etl-gate ctl delta DELTA.json
     etl-gate ctl rules [--export FILE]
     etl-gate ctl status [--watch]
+    etl-gate ctl stats [--top N] [--by count|bytes] [--app A] [--decision D] [--window MINUTES]
     etl-gate ctl health
 
 Every command runs against each ``--target`` at once and prints one result
@@ -27,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from etl_gate.config import ConfigError
+from etl_gate.core import OUTCOMES
 from etl_gate.core.rules import RulesError
 
-from .model import GateStatus, PushResult, RulesInfo
+from .model import EventStatsReport, GateStatus, PushResult, RulesInfo
 
 if TYPE_CHECKING:
     from .client import ClientOptions, ControlClient
@@ -190,6 +192,92 @@ def status_table(s: GateStatus) -> str:
     return "\n".join(lines)
 
 
+def human_bytes(n: int) -> str:
+    """Bytes in IEC units: 512 B, 1.5 KiB, 3.0 GiB."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1023.95:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} PiB"
+
+
+def _cost(cost: float) -> str:
+    if cost == 0:
+        return "0"
+    if cost >= 100:
+        return f"{cost:,.0f}"
+    return f"{cost:.2f}" if cost >= 0.01 else f"{cost:.1e}"
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "-"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int) -> list[str]:
+    """Aligned lines: the first ``left`` columns left-aligned, the rest right."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    return ["  " + "  ".join(c.ljust(w) if i < left else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip()
+            for line in (header, *rows)]
+
+
+def stats_table(r: EventStatsReport, by: str = "count", window_minutes: int = 0,
+                max_apps: int | None = None) -> str:
+    """The top rows (share of every matching event), the per-app totals (the
+    ``max_apps`` busiest) and the surging events. A count that may be short
+    (approximate statistics) is marked ``~`` and the footnote gives the bound."""
+    span = f"over the last {window_minutes} min" if window_minutes else "since start"
+    lines = [f"top {len(r.rows)} by {by} {span}, {r.total_count:,} matching events in all"]
+    rows = [[e.app or "-", e.event, e.decision, e.priority or "-",
+             f"{'~' if e.error else ''}{e.count:,}", human_bytes(e.bytes), _cost(e.cost),
+             _percent(e.count, r.total_count)] for e in r.rows]
+    if rows:
+        lines += _table(["app", "event", "decision", "priority", "count", "bytes", "cost", "share"],
+                        rows, left=4)
+    else:
+        lines.append("  (no events)")
+    if r.approximate:
+        bound = max((e.error for e in r.rows), default=0)
+        if bound:
+            lines.append(f"  ~ approximate: more (app, event) keys than observe.stats_max_keys; a count "
+                         f"marked ~ may be short by up to {bound:,} (true count between count and "
+                         f"count + {bound:,})")
+        else:
+            lines.append("  approximate statistics (more (app, event) keys than "
+                         "observe.stats_max_keys); the counts shown are exact")
+    apps = sorted(r.apps, key=lambda a: (-a.events, a.app))
+    shown = apps if max_apps is None else apps[:max_apps]
+    lines.append(f"apps ({len(apps)}, since start, exact):")
+    if shown:
+        lines += _table(["app", "events", "unregistered", "blocked", "useless ratio"],
+                        [[a.app or "-", f"{a.events:,}", _percent(a.unregistered, a.events),
+                          _percent(a.blocked, a.events), f"{a.useless_ratio:.3f}"] for a in shown],
+                        left=1)
+        if len(shown) < len(apps):
+            lines.append(f"  ({len(apps) - len(shown)} more apps)")
+    else:
+        lines.append("  (no apps)")
+    if r.surging:
+        lines.append(f"surging ({len(r.surging)}):")
+        lines += _table(["app", "event", "baseline/s"],
+                        [[s.app or "-", s.event, f"{s.baseline_per_second:,.1f}"] for s in r.surging],
+                        left=2)
+    else:
+        lines.append("no surging events")
+    return "\n".join(lines)
+
+
+def stats_json(r: EventStatsReport) -> dict[str, Any]:
+    """A report as JSON, apps with their useless ratio."""
+    doc: dict[str, Any] = plain(r)
+    for a, out in zip(r.apps, doc["apps"], strict=True):
+        out["useless_ratio"] = a.useless_ratio
+    return doc
+
+
 def print_outcomes(outcomes: list[Outcome], describe: Callable[[Any], str]) -> None:
     many = len(outcomes) > 1
     for o in outcomes:
@@ -259,6 +347,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _report(args, outcomes, status_table)
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    outcomes = fan_out(targets(args.target), client_options(args), lambda c: c.event_stats(
+        args.top, args.by, args.app, args.decision, args.window))
+    if args.json:
+        outcomes = [Outcome(o.target, stats_json(o.result), o.error) if o.ok else o for o in outcomes]
+    return _report(args, outcomes, lambda r: stats_table(r, args.by, args.window, args.top))
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     outcomes = fan_out(targets(args.target), client_options(args), lambda c: c.health(args.service))
     code = _report(args, outcomes, str)
@@ -324,6 +420,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("connection")
@@ -369,6 +472,17 @@ def add_ctl_parser(subparsers: Any) -> argparse.ArgumentParser:
     status.add_argument("--interval", type=float, default=5.0,
                         help="with --watch: an update at least this often (seconds)")
     status.set_defaults(func=cmd_status)
+
+    stats = sub.add_parser("stats", parents=[common],
+                           help="per-event statistics: top events, per-app totals, surges")
+    stats.add_argument("--top", type=_positive_int, default=20, metavar="N",
+                       help="rows (and apps) to show (default 20)")
+    stats.add_argument("--by", choices=("count", "bytes"), default="count", help="rank rows by")
+    stats.add_argument("--app", help="only this app")
+    stats.add_argument("--decision", choices=OUTCOMES, help="only this decision")
+    stats.add_argument("--window", type=_nonnegative_int, default=0, metavar="MINUTES",
+                       help="the last MINUTES minutes (default 0: since start)")
+    stats.set_defaults(func=cmd_stats)
 
     health = sub.add_parser("health", parents=[common], help="standard gRPC health check")
     health.add_argument("--service", default="", help="service to check (default: the whole gate)")

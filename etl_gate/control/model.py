@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from etl_gate.stats import AppStat, EventStat
+
 
 class WorkerState(IntEnum):
     # Same numbers as the proto enum, kept in step by a unit test.
@@ -52,6 +54,37 @@ class PushResult:
     rules: RulesInfo
     acks: list[tuple[int, int]]  # (worker, applied version)
     apply_seconds: float
+
+
+@dataclass(frozen=True)
+class StatsQuery:
+    """What GetEventStats asks for (validated by ``serde.stats_query_from_pb``)."""
+
+    top: int = 20
+    by: str = "count"  # or "bytes"
+    app: str | None = None
+    decision: str | None = None  # one of etl_gate.core.OUTCOMES
+    window_minutes: int = 0  # 0: since start
+
+
+@dataclass(frozen=True)
+class SurgingEvent:
+    app: str
+    event: str
+    baseline_per_second: float
+
+
+@dataclass(frozen=True)
+class EventStatsReport:
+    rows: list[EventStat]  # top first
+    apps: list[AppStat]
+    approximate: bool  # some counts are lower bounds, short by up to their error
+    surging: list[SurgingEvent]
+    total_count: int = 0  # every row matching the query, not only the top ones
+
+
+class InvalidRequest(ValueError):
+    """A request field the gate cannot serve; the message names the field."""
 
 
 class PropagationTimeout(Exception):

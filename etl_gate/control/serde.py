@@ -1,5 +1,6 @@
 """Conversions between the control plane's protobuf messages and the domain
-types (``etl_gate.core`` rules, ``etl_gate.control.model`` status).
+types (``etl_gate.core`` rules, ``etl_gate.control.model`` status,
+``etl_gate.stats`` per-event statistics).
 
 This is the one module that imports the generated messages (``etl_gate.pb``);
 ``server.py`` and ``client.py`` import only the generated gRPC stubs.
@@ -24,6 +25,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
+from etl_gate.core import OUTCOMES
 from etl_gate.core.rules import (
     AppSettings,
     Rule,
@@ -36,8 +38,19 @@ from etl_gate.core.rules import (
     parse_snapshot,
 )
 from etl_gate.pb.control.v1 import control_pb2 as pb
+from etl_gate.stats import AppStat, EventStat
 
-from .model import GateStatus, PushResult, RulesInfo, WorkerState, WorkerView
+from .model import (
+    EventStatsReport,
+    GateStatus,
+    InvalidRequest,
+    PushResult,
+    RulesInfo,
+    StatsQuery,
+    SurgingEvent,
+    WorkerState,
+    WorkerView,
+)
 
 # Message types, re-exported for type hints in server.py and client.py.
 PushSnapshotRequest = pb.PushSnapshotRequest
@@ -48,10 +61,14 @@ WatchStatusRequest = pb.WatchStatusRequest
 PushResponse = pb.PushResponse
 RulesInfoMessage = pb.RulesInfo
 StatusMessage = pb.Status
+EventStatsRequest = pb.EventStatsRequest
+EventStatsResponse = pb.EventStatsResponse
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Control"].full_name
 DEFAULT_CHUNK_RULES = 20_000
 MAX_VERSION = 2**64 - 1
+DEFAULT_STATS_TOP = 20
+MAX_STATS_TOP = 10_000
 
 # Core priorities are indexes into ("P0", "P1", "P2"); the proto enum is shifted
 # by one so that 0 can mean "unspecified": P1 for a rule, P2 for an app default
@@ -585,3 +602,76 @@ def watch_interval(req: pb.WatchStatusRequest, default: float = 5.0) -> float:
 def proto_worker_states() -> dict[str, int]:
     """The proto's WorkerState names and numbers (a test keeps model.WorkerState in step)."""
     return dict(pb.WorkerState.items())
+
+
+# --- per-event statistics -----------------------------------------------------
+
+_ORDER_FROM_PB = {pb.STATS_ORDER_UNSPECIFIED: "count", pb.COUNT: "count", pb.BYTES: "bytes"}
+_ORDER_TO_PB = {"count": pb.COUNT, "bytes": pb.BYTES}
+
+
+def event_stats_request(query: StatsQuery) -> pb.EventStatsRequest:
+    """A query as a request. Raises InvalidRequest for what protobuf cannot
+    carry (an unknown order, a negative number); the gate checks the rest."""
+    if query.by not in _ORDER_TO_PB:
+        raise InvalidRequest(f"by: expected 'count' or 'bytes', got {query.by!r}")
+    try:
+        return pb.EventStatsRequest(top=query.top, by=_ORDER_TO_PB[query.by], app=query.app or "",
+                                    decision=query.decision or "",
+                                    window_minutes=query.window_minutes)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidRequest(f"event stats request: {e}") from None
+
+
+def stats_query_from_pb(req: pb.EventStatsRequest) -> StatsQuery:
+    """Validate a request; InvalidRequest names the field."""
+    by = _ORDER_FROM_PB.get(req.by)
+    if by is None:
+        raise InvalidRequest(f"by: unknown order {req.by} (expected COUNT or BYTES)")
+    if req.decision and req.decision not in OUTCOMES:
+        raise InvalidRequest(f"decision: unknown decision {req.decision!r} "
+                             f"(expected one of {', '.join(OUTCOMES)})")
+    if req.top > MAX_STATS_TOP:
+        raise InvalidRequest(f"top: at most {MAX_STATS_TOP}, got {req.top}")
+    return StatsQuery(top=req.top or DEFAULT_STATS_TOP, by=by, app=req.app or None,
+                      decision=req.decision or None, window_minutes=req.window_minutes)
+
+
+def event_stat_to_pb(s: EventStat) -> pb.EventStat:
+    return pb.EventStat(app=s.app, event=s.event, decision=s.decision, count=s.count, bytes=s.bytes,
+                        priority=s.priority, cost=s.cost, error=s.error)
+
+
+def event_stat_from_pb(msg: pb.EventStat) -> EventStat:
+    return EventStat(app=msg.app, event=msg.event, decision=msg.decision, count=msg.count,
+                     bytes=msg.bytes, priority=msg.priority, cost=msg.cost, error=msg.error)
+
+
+def app_stat_to_pb(a: AppStat) -> pb.AppStat:
+    return pb.AppStat(app=a.app, events=a.events, bytes=a.bytes, unregistered=a.unregistered,
+                      blocked=a.blocked, useless_ratio=a.useless_ratio)
+
+
+def app_stat_from_pb(msg: pb.AppStat) -> AppStat:
+    # useless_ratio is derived from the counts (AppStat.useless_ratio).
+    return AppStat(app=msg.app, events=msg.events, bytes=msg.bytes, unregistered=msg.unregistered,
+                   blocked=msg.blocked)
+
+
+def event_stats_to_pb(report: EventStatsReport) -> pb.EventStatsResponse:
+    return pb.EventStatsResponse(
+        rows=[event_stat_to_pb(s) for s in report.rows],
+        apps=[app_stat_to_pb(a) for a in report.apps],
+        approximate=report.approximate,
+        surging=[pb.SurgingEvent(app=s.app, event=s.event, baseline_per_second=s.baseline_per_second)
+                 for s in report.surging],
+        total_count=report.total_count)
+
+
+def event_stats_from_pb(msg: pb.EventStatsResponse) -> EventStatsReport:
+    return EventStatsReport(
+        rows=[event_stat_from_pb(s) for s in msg.rows],
+        apps=[app_stat_from_pb(a) for a in msg.apps],
+        approximate=msg.approximate,
+        surging=[SurgingEvent(s.app, s.event, s.baseline_per_second) for s in msg.surging],
+        total_count=msg.total_count)

@@ -1,15 +1,17 @@
 """The gRPC control plane (proto/etl_gate/pb/control/v1/control.proto).
 
 ``build_server`` wires the Control servicer, token auth, TLS, standard health
-checking and reflection around two objects the supervisor owns: the
-``Authority`` (validates, persists and propagates rules) and the
-``StatusSource`` (what the workers are doing). This module only translates:
+checking and reflection around objects the supervisor owns: the
+``Authority`` (validates, persists and propagates rules), the
+``StatusSource`` (what the workers are doing) and, optionally, the
+``StatsSource`` (per-event statistics). This module only translates:
 messages in and out through ``serde``, exceptions to status codes.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +25,19 @@ from grpc_reflection.v1alpha import reflection
 from etl_gate.config import ConfigError, GateConfig
 from etl_gate.core.rules import BaseVersionMismatch, RulesDelta, RulesError, RulesSnapshot, StaleVersion
 from etl_gate.pb.control.v1 import control_pb2_grpc
+from etl_gate.stats import AppStat, EventStat
 
 from . import serde
 from .auth import AuthInterceptor, load_tokens, warn_if_exposed
-from .model import GateStatus, PropagationTimeout, PushResult, RulesInfo
+from .model import (
+    EventStatsReport,
+    GateStatus,
+    InvalidRequest,
+    PropagationTimeout,
+    PushResult,
+    RulesInfo,
+    SurgingEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +74,28 @@ class StatusSource(Protocol):
         ...
 
 
+class StatsSource(Protocol):
+    """The supervisor's per-event statistics (see etl_gate/stats.py)."""
+
+    def top(self, n: int, by: str, app: str | None, decision: str | None,
+            window_minutes: int) -> list[EventStat]:
+        """The top ``n`` (app, event, decision) rows by ``by`` ("count" or
+        "bytes"), filtered by app and decision (None: all), over the last
+        ``window_minutes`` (0: since start)."""
+        ...
+
+    def app_stats(self) -> list[AppStat]: ...
+
+    @property
+    def approximate(self) -> bool:
+        """Whether some counts are lower bounds (short by up to their error)."""
+        ...
+
+    def surging(self) -> dict[tuple[str, str], float]:
+        """(app, event) -> the baseline rate (events/s) of each surging event."""
+        ...
+
+
 def _abort_for(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     """Abort the call with the status code that says what went wrong."""
     if isinstance(exc, grpc.RpcError) or not context.is_active():
@@ -77,6 +110,8 @@ def _abort_for(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     if isinstance(exc, PropagationTimeout):  # its message names the lagging workers
         context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+    if isinstance(exc, InvalidRequest):  # its message names the field
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     log.exception("control call failed", exc_info=exc)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
     raise AssertionError("unreachable: context.abort raises")
@@ -91,9 +126,11 @@ class ControlServicer:
     """The Control service: methods named as in the proto."""
 
     def __init__(self, authority: Authority, status_source: StatusSource,
-                 chunk_rules: int = serde.DEFAULT_CHUNK_RULES) -> None:
+                 chunk_rules: int = serde.DEFAULT_CHUNK_RULES,
+                 stats_source: StatsSource | None = None) -> None:
         self.authority = authority
         self.status_source = status_source
+        self.stats_source = stats_source
         self.chunk_rules = chunk_rules
         self._watch_slots = threading.BoundedSemaphore(MAX_WATCHERS)
 
@@ -148,6 +185,26 @@ class ControlServicer:
             yield from self._watch(serde.watch_interval(request), context)
         finally:
             self._watch_slots.release()
+
+    def GetEventStats(self, request: serde.EventStatsRequest,
+                      context: grpc.ServicerContext) -> serde.EventStatsResponse:
+        source = self.stats_source
+        if source is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "statistics are disabled")
+            raise AssertionError("unreachable: context.abort raises")
+        try:
+            q = serde.stats_query_from_pb(request)
+            # Every matching row, for the total: the table ranks them all anyway.
+            rows = source.top(sys.maxsize, q.by, q.app, q.decision, q.window_minutes)
+            apps = [a for a in source.app_stats() if q.app is None or a.app == q.app]
+            surging = [SurgingEvent(app, event, baseline)
+                       for (app, event), baseline in sorted(source.surging().items())
+                       if q.app is None or app == q.app]
+            report = EventStatsReport(rows[:q.top], apps, source.approximate, surging,
+                                      total_count=sum(r.count for r in rows))
+        except Exception as e:
+            _abort_for(context, e)
+        return serde.event_stats_to_pb(report)
 
     def _watch(self, interval: float, context: grpc.ServicerContext) -> Iterator[serde.StatusMessage]:
         source = self.status_source
@@ -247,10 +304,11 @@ def server_credentials(cfg: GateConfig) -> grpc.ServerCredentials | None:
                                        require_client_auth=client_ca is not None)
 
 
-def build_server(cfg: GateConfig, authority: Authority, status_source: StatusSource) -> ControlServer:
+def build_server(cfg: GateConfig, authority: Authority, status_source: StatusSource,
+                 stats_source: StatsSource | None = None) -> ControlServer:
     """The control server, bound to control.listen but not started. Raises
     ConfigError when tokens or certificates cannot be read or the address
-    cannot be bound."""
+    cannot be bound. Without a ``stats_source``, GetEventStats is UNAVAILABLE."""
     c = cfg.control
     tokens = load_tokens(cfg)
     warn_if_exposed(cfg, tokens)
@@ -264,7 +322,8 @@ def build_server(cfg: GateConfig, authority: Authority, status_source: StatusSou
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="control"),
                          interceptors=[AuthInterceptor(tokens, c.auth_reads)], options=options)
-    control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(authority, status_source), server)
+    servicer = ControlServicer(authority, status_source, stats_source=stats_source)
+    control_pb2_grpc.add_ControlServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

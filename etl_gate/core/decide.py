@@ -160,6 +160,8 @@ class Decider:
             packed = pack(packed)
         self.version = packed.version
         self.rule_count = packed.rule_count
+        self.last_app = ""
+        self.last_event = ""
         self.settings = settings
         self._seed = settings.seed
         self._get_app = compile_path(settings.app_path)
@@ -294,6 +296,10 @@ class Decider:
         event = self._get_event(obj)
         if type(event) is not str:
             return _MALFORMED["missing_event" if event is MISSING else "bad_event"]
+        # For per-event statistics: what the last well-formed event was. Two
+        # attribute stores instead of a result tuple per event.
+        self.last_app = app
+        self.last_event = event
         capp = self._apps.get(app)
         # Any: mypy does not narrow on `type(x) is int`, the fastest test here.
         rule: Any = None if capp is None else capp.events.get(event)

@@ -52,6 +52,10 @@ class Slot:
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
 
+    @property
+    def running(self) -> bool:
+        return self.alive and self.counters[C_STATE] == int(WorkerState.RUNNING)
+
     def send(self, kind: str, blob: bytes) -> None:
         with self.send_lock:
             self.conn.send((kind, blob))
@@ -68,6 +72,10 @@ class WorkerPool:
         self.rate_share = 1.0 / n  # each worker enforces its share of a rule's max_rate
         self.slots = [Slot(i, self.ctx.Array("q", N_COUNTERS, lock=False)) for i in range(n)]
         self.stopping = False
+        # Workers' interval reports (kafka/telemetry.py) for the supervisor's observer.
+        self.telemetry = self.ctx.Queue(maxsize=1000)
+        # Extra state a (re)started worker needs besides the rules: (kind, blob).
+        self.extra_sync: Callable[[], list[tuple[str, bytes]]] = list
         authority.connect(self.broadcast, self.applied_versions)
 
     def _start(self, slot: Slot) -> None:
@@ -78,7 +86,7 @@ class WorkerPool:
         slot.counters[C_STATE] = int(WorkerState.STARTING)
         slot.process = self.ctx.Process(
             target=worker_main, name=f"etl-gate-w{slot.index}",
-            args=(self.cfg, slot.index, child, slot.counters, self.rate_share))
+            args=(self.cfg, slot.index, child, slot.counters, self.rate_share, self.telemetry))
         slot.process.start()
         child.close()
         slot.started_at = self.clock()
@@ -94,12 +102,15 @@ class WorkerPool:
             try:
                 if blob is not None:
                     slot.send("snapshot", blob)
+                for kind, extra in self.extra_sync():
+                    slot.send(kind, extra)
                 slot.synced = True
             except (BrokenPipeError, OSError):
                 log.warning("worker %d died before it got the rules", slot.index)
 
     def broadcast(self, kind: str, blob: bytes) -> None:
-        """Publish a rules change to every synced worker (authority lock held)."""
+        """Publish a change to every synced worker. Rules changes come with the
+        authority lock held, so they reach every worker in one order."""
         for slot in self.slots:
             if slot.synced and slot.alive:
                 try:

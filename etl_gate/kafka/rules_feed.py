@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from ..core import Decider
 from ..core.packed import PackedDelta, PackedRules
 from ..rules_source import RulesHolder
@@ -23,12 +25,14 @@ log = logging.getLogger(__name__)
 
 class RulesFeed(threading.Thread):
     def __init__(self, conn: Any, holder: RulesHolder, on_applied: Callable[[int], None],
-                 on_closed: Callable[[], None]) -> None:
+                 on_closed: Callable[[], None],
+                 on_surge: Callable[[list[Any]], None] = lambda guards: None) -> None:
         super().__init__(name="rules-feed", daemon=True)
         self.conn = conn
         self.holder = holder
         self.on_applied = on_applied
         self.on_closed = on_closed
+        self.on_surge = on_surge
 
     def run(self) -> None:
         while True:
@@ -45,6 +49,9 @@ class RulesFeed(threading.Thread):
             del blob
 
     def _apply(self, kind: str, blob: bytes) -> None:
+        if kind == "surge":  # protections for surging events, not a rules version
+            self.on_surge(orjson.loads(blob))
+            return
         current = self.holder.decider
         if kind == "snapshot":
             packed = PackedRules.from_bytes(blob)

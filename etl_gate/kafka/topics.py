@@ -27,6 +27,8 @@ def topic_plan(cfg: GateConfig) -> list[NewTopic]:
     plan.append(NewTopic(t.dlq, parts, rf))
     if t.quarantine:
         plan.append(NewTopic(t.quarantine, parts, rf))
+    if cfg.observe.stats_topic:
+        plan.append(NewTopic(cfg.observe.stats_topic, 1, rf))  # low volume; one partition
     return plan
 
 

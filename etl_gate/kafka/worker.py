@@ -20,10 +20,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from ..config import GateConfig
 from ..control.model import WorkerState
 from ..core import MALFORMED, OUTCOMES, PRIORITIES, FieldTagger
+from ..core.surge import SurgeGuard
 from ..rules_source import RulesHolder
 from .clients import consumer_config, producer_config
 from .ledger import Batch, Ledger
 from .rules_feed import RulesFeed
+from .telemetry import PRIO, WorkerTelemetry, new_row
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +35,31 @@ N_OUT = len(OUTCOMES)
 (C_IN, C_ROUTED, C_DLQ, C_QUARANTINE, C_BYTES_IN, C_RULES_VERSION, C_STATE,
  C_LAG) = range(N_OUT, N_OUT + 8)
 N_COUNTERS = N_OUT + 8
-_LAG_EVERY_S = 1.0
+
+
+class SurgeTable:
+    """Surge guards by (app, event); replaced whole by the rules feed thread."""
+
+    def __init__(self) -> None:
+        self.table: dict[tuple[str, str], SurgeGuard] = {}
 
 _RETRY_BACKOFF_S = 0.5
 
 
 class Worker:
     def __init__(self, cfg: GateConfig, index: int, conn: Any, counters: Any = None,
-                 rate_share: float = 1.0) -> None:
+                 rate_share: float = 1.0, telemetry: Any = None) -> None:
         self.cfg = cfg
         self.index = index
         self.counters = counters if counters is not None else [0] * N_COUNTERS
         self.running = True
         self.holder = RulesHolder(cfg.decision_settings(rate_share))
         self.feed = RulesFeed(conn, self.holder, on_applied=self._on_rules_applied,
-                              on_closed=self._on_supervisor_gone)
+                              on_closed=self._on_supervisor_gone, on_surge=self._on_surge)
+        self.rate_share = rate_share
+        self.telemetry = WorkerTelemetry(index, telemetry, cfg.observe.telemetry_interval_s)
+        self.stats_on = cfg.observe.stats_enabled
+        self.surge = SurgeTable()
         self.tagger = FieldTagger(cfg.tag.field) if cfg.tag.field else None
         self.topics = cfg.topics.priority_topics
         self.input_topic = cfg.kafka.input_topic
@@ -55,7 +67,6 @@ class Worker:
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self._last_commit = 0.0
-        self._last_lag = 0.0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -64,6 +75,11 @@ class Worker:
 
     def _on_rules_applied(self, version: int) -> None:
         self.counters[C_RULES_VERSION] = version
+
+    def _on_surge(self, guards: list[tuple[str, str, str, float]]) -> None:
+        """The surging events to protect (the whole set, replaced at once)."""
+        self.surge.table = {(app, event): SurgeGuard(action, rate * self.rate_share)
+                            for app, event, action, rate in guards}
 
     def _on_supervisor_gone(self) -> None:
         if self.running:
@@ -115,29 +131,27 @@ class Worker:
             while len(self.ledger) > max_inflight and self.running:
                 poll(0.05)  # backpressure: wait for the broker to acknowledge
                 self._settle()
-            now = time.monotonic()
-            if now - self._last_lag >= _LAG_EVERY_S:
-                self._last_lag = now
-                self.counters[C_LAG] = self._input_lag()
+            if self.telemetry.due():
+                lag = self._input_lag()
+                self.counters[C_LAG] = sum(lag.values()) if lag is not None else -1
+                self.telemetry.flush(lag or {}, len(self.producer), self.holder.version or 0)
 
-    def _input_lag(self) -> int:
-        """Messages behind the high watermarks on the assigned partitions, from
-        librdkafka's cached watermarks (no broker round trip); -1 unknown."""
+    def _input_lag(self) -> dict[int, int] | None:
+        """Messages behind the high watermark per assigned partition, from
+        librdkafka's cached watermarks (no broker round trip); None: unknown."""
         assert self.consumer is not None
         try:
             assigned = self.consumer.assignment()
-            if not assigned:
-                return 0
-            lag = 0
-            for tp in self.consumer.position(assigned):
+            lag: dict[int, int] = {}
+            for tp in self.consumer.position(assigned) if assigned else []:
                 high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
-                if high >= 0 and tp.offset >= 0:
-                    lag += max(0, high - tp.offset)
-                elif high > 0:
-                    return -1
+                if high < 0:
+                    return None
+                # No position yet (nothing consumed): everything up to high.
+                lag[tp.partition] = max(0, high - tp.offset) if tp.offset >= 0 else high
             return lag
         except KafkaException:
-            return -1
+            return None
 
     def _output_partitions(self) -> list[int]:
         """Partition count of each output topic (priority topics, DLQ, quarantine).
@@ -176,6 +190,7 @@ class Worker:
     # -- per batch ---------------------------------------------------------
 
     def _route_batch(self, msgs: list[Any]) -> None:
+        started = time.perf_counter()
         decider = self.holder.decider  # one version decides the whole batch
         assert decider is not None and self.producer is not None
         decide = decider.decide
@@ -189,6 +204,12 @@ class Worker:
         counts = [0] * N_OUT
         nparts = self._partitions
         offsets: dict[int, int] = {}
+        tel = self.telemetry
+        stats = tel.stats if self.stats_on else None
+        out_bytes, out_events = tel.out_bytes, tel.out_events
+        surge = self.surge.table
+        timestamps: list[int] = []
+        add_ts = timestamps.append
         produced = routed = dlq = quarantined = nbytes = n = 0
         for m in msgs:
             if m.error() is not None:
@@ -198,29 +219,59 @@ class Worker:
             raw = m.value()
             if raw is None:  # a tombstone is not an event: malformed, kept in the DLQ
                 raw = b""
-            nbytes += len(raw)
+            size = len(raw)
+            nbytes += size
             ts = m.timestamp()[1]
+            add_ts(ts)
             v = decide(raw, ts if use_ts else 0)
-            counts[v.outcome] += 1
+            outcome = v.outcome
+            prio = v.priority
+            headers = v.headers
+            if stats is not None or surge:
+                if outcome != MALFORMED:
+                    app, event = decider.last_app, decider.last_event
+                else:
+                    app, event = "", v.reason or ""
+                if surge and prio >= 0:
+                    guard = surge.get((app, event))
+                    if guard is not None:
+                        outcome, prio, headers = guard.apply(outcome, prio, headers, ts)
+                if stats is not None:
+                    evs = stats.get(app)
+                    if evs is None:
+                        evs = stats[app] = {}
+                    row = evs.get(event)
+                    if row is None:
+                        row = evs[event] = new_row()
+                    row[outcome] += 1
+                    row[N_OUT + outcome] += size
+                    if prio >= 0:
+                        row[PRIO] = prio
+            counts[outcome] += 1
             part = m.partition()
             offsets[part] = m.offset() + 1
-            prio = v.priority
             if prio >= 0:
                 payload = tagger.tag(raw, PRIORITIES[prio]) if tagger is not None else raw
                 self._produce(produce, topics[prio], part % nparts[prio], payload, m.key(),
-                              v.headers, ts, cb)
+                              headers, ts, cb)
                 routed += 1
-            elif v.outcome == MALFORMED:
+                out_events[prio] += 1
+                out_bytes[prio] += len(payload)
+            elif outcome == MALFORMED:
                 hdrs = side[raw] = self._source_headers(m, v.reason or "malformed",
                                                         decider.version)
                 self._produce(produce, self.cfg.topics.dlq, part % nparts[3], raw, m.key(),
                               hdrs, ts, cb)
                 dlq += 1
+                out_events[3] += 1
+                out_bytes[3] += size
             elif v.quarantine:
                 hdrs = side[raw] = self._source_headers(m, "unregistered", decider.version)
                 self._produce(produce, self.cfg.topics.quarantine, part % nparts[4], raw,
                               m.key(), hdrs, ts, cb)
                 quarantined += 1
+                out_events[4] += 1
+                out_bytes[4] += size
             else:
                 continue
             produced += 1
@@ -234,6 +285,7 @@ class Worker:
         c[C_DLQ] += dlq
         c[C_QUARANTINE] += quarantined
         c[C_BYTES_IN] += nbytes
+        tel.observe_batch(time.perf_counter() - started, int(time.time() * 1000), timestamps)
 
     def _produce(self, produce: Callable[..., None], topic: str, partition: int, value: bytes,
                  key: Any, headers: Any, ts: int, cb: Callable[[Any, Any], None]) -> None:
@@ -372,12 +424,13 @@ class Worker:
         log.warning("worker %d lost %s", self.index, sorted(p.partition for p in partitions))
 
 
-def worker_main(cfg: GateConfig, index: int, conn: Any, counters: Any, rate_share: float) -> None:
+def worker_main(cfg: GateConfig, index: int, conn: Any, counters: Any, rate_share: float,
+                telemetry: Any = None) -> None:
     """Entry point of a worker process (spawned by the pool)."""
     from ..logs import setup_logging
 
-    setup_logging(cfg.log_level)
-    worker = Worker(cfg, index, conn, counters, rate_share)
+    setup_logging(cfg.log_level, cfg.log_format)
+    worker = Worker(cfg, index, conn, counters, rate_share, telemetry)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides on Ctrl-C
     worker.run()

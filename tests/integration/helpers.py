@@ -121,6 +121,7 @@ state_dir = "state-{name}"
         return [t.p0, t.p1, t.p2, t.dlq, t.quarantine]
 
     def create_topics(self) -> None:
+        self.write_config("gate")  # extra_toml may have changed since
         create_topics(self.cfg)
 
     def write_rules(self, rules: dict[str, Any]) -> None:

@@ -37,6 +37,12 @@ class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUNNING: _ClassVar[WorkerState]
     STOPPING: _ClassVar[WorkerState]
     DEAD: _ClassVar[WorkerState]
+
+class StatsOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATS_ORDER_UNSPECIFIED: _ClassVar[StatsOrder]
+    COUNT: _ClassVar[StatsOrder]
+    BYTES: _ClassVar[StatsOrder]
 PRIORITY_UNSPECIFIED: Priority
 P0: Priority
 P1: Priority
@@ -53,6 +59,9 @@ WAITING: WorkerState
 RUNNING: WorkerState
 STOPPING: WorkerState
 DEAD: WorkerState
+STATS_ORDER_UNSPECIFIED: StatsOrder
+COUNT: StatsOrder
+BYTES: StatsOrder
 
 class Rule(_message.Message):
     __slots__ = ("app", "event", "priority", "sample_rate", "state", "sample_key", "max_rate")
@@ -205,3 +214,77 @@ class Status(_message.Message):
     rules: RulesInfo
     workers: _containers.RepeatedCompositeFieldContainer[WorkerStatus]
     def __init__(self, instance: _Optional[str] = ..., serving: _Optional[bool] = ..., rules: _Optional[_Union[RulesInfo, _Mapping]] = ..., workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ...) -> None: ...
+
+class EventStatsRequest(_message.Message):
+    __slots__ = ("top", "by", "app", "decision", "window_minutes")
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    top: int
+    by: StatsOrder
+    app: str
+    decision: str
+    window_minutes: int
+    def __init__(self, top: _Optional[int] = ..., by: _Optional[_Union[StatsOrder, str]] = ..., app: _Optional[str] = ..., decision: _Optional[str] = ..., window_minutes: _Optional[int] = ...) -> None: ...
+
+class EventStat(_message.Message):
+    __slots__ = ("app", "event", "decision", "count", "bytes", "priority", "cost", "error")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    event: str
+    decision: str
+    count: int
+    bytes: int
+    priority: str
+    cost: float
+    error: int
+    def __init__(self, app: _Optional[str] = ..., event: _Optional[str] = ..., decision: _Optional[str] = ..., count: _Optional[int] = ..., bytes: _Optional[int] = ..., priority: _Optional[str] = ..., cost: _Optional[float] = ..., error: _Optional[int] = ...) -> None: ...
+
+class AppStat(_message.Message):
+    __slots__ = ("app", "events", "bytes", "unregistered", "blocked", "useless_ratio")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    UNREGISTERED_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    USELESS_RATIO_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    events: int
+    bytes: int
+    unregistered: int
+    blocked: int
+    useless_ratio: float
+    def __init__(self, app: _Optional[str] = ..., events: _Optional[int] = ..., bytes: _Optional[int] = ..., unregistered: _Optional[int] = ..., blocked: _Optional[int] = ..., useless_ratio: _Optional[float] = ...) -> None: ...
+
+class SurgingEvent(_message.Message):
+    __slots__ = ("app", "event", "baseline_per_second")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    event: str
+    baseline_per_second: float
+    def __init__(self, app: _Optional[str] = ..., event: _Optional[str] = ..., baseline_per_second: _Optional[float] = ...) -> None: ...
+
+class EventStatsResponse(_message.Message):
+    __slots__ = ("rows", "apps", "approximate", "surging", "total_count")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    APPS_FIELD_NUMBER: _ClassVar[int]
+    APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
+    SURGING_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[EventStat]
+    apps: _containers.RepeatedCompositeFieldContainer[AppStat]
+    approximate: bool
+    surging: _containers.RepeatedCompositeFieldContainer[SurgingEvent]
+    total_count: int
+    def __init__(self, rows: _Optional[_Iterable[_Union[EventStat, _Mapping]]] = ..., apps: _Optional[_Iterable[_Union[AppStat, _Mapping]]] = ..., approximate: _Optional[bool] = ..., surging: _Optional[_Iterable[_Union[SurgingEvent, _Mapping]]] = ..., total_count: _Optional[int] = ...) -> None: ...

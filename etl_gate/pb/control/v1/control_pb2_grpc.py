@@ -64,6 +64,11 @@ class ControlStub:
                 request_serializer=etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.WatchStatusRequest.SerializeToString,
                 response_deserializer=etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.Status.FromString,
                 _registered_method=True)
+        self.GetEventStats = channel.unary_unary(
+                '/etl_gate.control.v1.Control/GetEventStats',
+                request_serializer=etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.EventStatsRequest.SerializeToString,
+                response_deserializer=etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.EventStatsResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -117,6 +122,15 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEventStats(self, request, context):
+        """Per-event statistics: the top (app, event, decision) rows by count or
+        bytes, exact per-app totals and the events surging now. UNAVAILABLE when
+        the gate keeps no statistics; INVALID_ARGUMENT names a bad field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +163,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.WatchStatus,
                     request_deserializer=etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.WatchStatusRequest.FromString,
                     response_serializer=etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.Status.SerializeToString,
+            ),
+            'GetEventStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEventStats,
+                    request_deserializer=etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.EventStatsRequest.FromString,
+                    response_serializer=etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.EventStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +332,33 @@ class Control:
             '/etl_gate.control.v1.Control/WatchStatus',
             etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.WatchStatusRequest.SerializeToString,
             etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.Status.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEventStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/etl_gate.control.v1.Control/GetEventStats',
+            etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.EventStatsRequest.SerializeToString,
+            etl__gate_dot_pb_dot_control_dot_v1_dot_control__pb2.EventStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,81 @@
+"""What a worker measures, accumulated in plain Python containers and shipped
+to the supervisor once per interval (one queue message), never per event.
+
+The hot loop adds to ``stats`` (per app, per event: counts and bytes per
+outcome, the priority it was routed with) and to the latency histogram; the
+supervisor turns intervals into Prometheus counters, per-event statistics and
+surge checks (``etl_gate/observe.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from typing import Any
+
+from ..core import OUTCOMES
+from ..metrics import BATCH_BUCKETS, LATENCY_BUCKETS
+
+N_OUT = len(OUTCOMES)
+ROW = 2 * N_OUT + 1  # counts per outcome, bytes per outcome, last routed priority (-1)
+PRIO = 2 * N_OUT
+LATENCY_BOUNDS_MS = [b * 1000 for b in LATENCY_BUCKETS]  # ms; latencies are whole ms
+
+
+def new_row() -> list[int]:
+    row = [0] * ROW
+    row[PRIO] = -1
+    return row
+
+
+class WorkerTelemetry:
+    def __init__(self, worker: int, queue: Any, interval_s: float = 1.0,
+                 clock: Any = time.monotonic) -> None:
+        self.worker = worker
+        self.queue = queue
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last = clock()
+        self.reset()
+
+    def reset(self) -> None:
+        # stats[app][event] -> row; malformed events under app "" by reason.
+        self.stats: dict[str, dict[str, list[int]]] = {}
+        self.out_bytes = [0, 0, 0, 0, 0]  # P0, P1, P2, DLQ, quarantine
+        self.out_events = [0, 0, 0, 0, 0]
+        self.latency = [0] * (len(LATENCY_BOUNDS_MS) + 1)  # count per bucket (+Inf last)
+        self.latency_sum_ms = 0
+        self.batch = [0] * (len(BATCH_BUCKETS) + 1)
+        self.batch_sum = 0.0
+
+    def observe_batch(self, seconds: float, now_ms: int, timestamps: list[int]) -> None:
+        """Per batch: its duration, and each input's end-to-end latency."""
+        self.batch[bisect_left(BATCH_BUCKETS, seconds)] += 1
+        self.batch_sum += seconds
+        hist = self.latency
+        bounds = LATENCY_BOUNDS_MS
+        total = 0
+        for ts in timestamps:
+            if ts > 0:
+                lat = now_ms - ts
+                if lat < 0:
+                    lat = 0
+                hist[bisect_left(bounds, lat)] += 1
+                total += lat
+        self.latency_sum_ms += total
+
+    def due(self) -> bool:
+        return self.clock() - self._last >= self.interval_s
+
+    def flush(self, lag: dict[int, int], queue_depth: int, rules_version: int) -> None:
+        now = self.clock()
+        if self.queue is not None:
+            self.queue.put({
+                "worker": self.worker, "seconds": now - self._last, "stats": self.stats,
+                "out_bytes": self.out_bytes, "out_events": self.out_events,
+                "latency": self.latency, "latency_sum_ms": self.latency_sum_ms,
+                "batch": self.batch, "batch_sum": self.batch_sum, "lag": lag,
+                "queue_depth": queue_depth, "rules_version": rules_version,
+            })
+        self._last = now
+        self.reset()
