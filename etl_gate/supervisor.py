@@ -69,7 +69,8 @@ def run_gate(cfg: GateConfig, max_events: int = 0, report_every_s: float = 10.0)
     if cfg.control.enabled:
         from .control.server import build_server
 
-        server = build_server(cfg, authority, board)
+        server = build_server(cfg, authority, board,
+                              stats_source=observer if cfg.observe.stats_enabled else None)
         server.start()
         log.info("control plane listening on %s", cfg.control.listen)
 

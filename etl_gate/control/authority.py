@@ -46,6 +46,11 @@ class RulesAuthority:
         self.rejections = 0
         self.on_change: Callable[[], None] = lambda: None
 
+    def note_rejection(self, exc: Exception | None = None) -> None:
+        self.rejections += 1
+        if exc is not None:
+            exc.counted = True  # type: ignore[attr-defined]  # so the server won't count it again
+
     def connect(self, publish: Publish, applied: Applied) -> None:
         self._publish = publish
         self._applied = applied
@@ -97,8 +102,8 @@ class RulesAuthority:
             try:
                 if self._snapshot is not None and snapshot.version <= self._snapshot.version:
                     raise StaleVersion(snapshot.version, self._snapshot.version)
-            except StaleVersion:
-                self.rejections += 1
+            except StaleVersion as e:
+                self.note_rejection(e)
                 raise
             packed = pack(snapshot)
             blob = packed.to_bytes()
@@ -117,8 +122,8 @@ class RulesAuthority:
                 if self._snapshot is None:
                     raise BaseVersionMismatch(delta.base_version, None)
                 new = apply_delta(self._snapshot, delta)
-            except Exception:
-                self.rejections += 1
+            except Exception as e:
+                self.note_rejection(e)
                 raise
             old = self._snapshot
             packed = pack_delta(delta)

@@ -242,9 +242,8 @@ def stats_table(r: EventStatsReport, by: str = "count", window_minutes: int = 0,
     if r.approximate:
         bound = max((e.error for e in r.rows), default=0)
         if bound:
-            lines.append(f"  ~ approximate: more (app, event) keys than observe.stats_max_keys; a count "
-                         f"marked ~ may be short by up to {bound:,} (true count between count and "
-                         f"count + {bound:,})")
+            lines.append(f"  ~ approximate (more keys than observe.stats_max_keys): a count marked ~ "
+                         f"may be short by up to {bound:,}")
         else:
             lines.append("  approximate statistics (more (app, event) keys than "
                          "observe.stats_max_keys); the counts shown are exact")
@@ -257,7 +256,8 @@ def stats_table(r: EventStatsReport, by: str = "count", window_minutes: int = 0,
                           _percent(a.blocked, a.events), f"{a.useless_ratio:.3f}"] for a in shown],
                         left=1)
         if len(shown) < len(apps):
-            lines.append(f"  ({len(apps) - len(shown)} more apps)")
+            more = len(apps) - len(shown)
+            lines.append(f"  ... and {more} more app{'s' if more > 1 else ''}")
     else:
         lines.append("  (no apps)")
     if r.surging:

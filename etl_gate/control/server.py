@@ -36,6 +36,7 @@ from .model import (
     PropagationTimeout,
     PushResult,
     RulesInfo,
+    StatsQuery,
     SurgingEvent,
 )
 
@@ -122,6 +123,17 @@ def _no_rules(context: grpc.ServicerContext) -> NoReturn:
     raise AssertionError("unreachable: context.abort raises")
 
 
+def _total(q: StatsQuery, rows: list[EventStat], apps: list[AppStat]) -> int:
+    """Events matching the query: from the app totals where they answer it
+    (exact even when the per-key statistics are not), else the rows' sum."""
+    if not q.window_minutes:
+        if q.decision is None:
+            return sum(a.events for a in apps)
+        if q.decision in ("unregistered", "blocked"):
+            return sum(getattr(a, q.decision) for a in apps)
+    return sum(r.count for r in rows)
+
+
 class ControlServicer:
     """The Control service: methods named as in the proto."""
 
@@ -134,6 +146,14 @@ class ControlServicer:
         self.chunk_rules = chunk_rules
         self._watch_slots = threading.BoundedSemaphore(MAX_WATCHERS)
 
+    def _count_rejection(self, exc: Exception) -> None:
+        """Pushes refused before they reach the authority (malformed chunks,
+        bad rules) count as rejections too (etl_gate_rule_rejections_total)."""
+        if isinstance(exc, RulesError) and not getattr(exc, "counted", False):
+            note = getattr(self.authority, "note_rejection", None)
+            if note is not None:
+                note()
+
     def PushSnapshot(self, request_iterator: Iterator[serde.PushSnapshotRequest],
                      context: grpc.ServicerContext) -> serde.PushResponse:
         received = time.monotonic()
@@ -144,6 +164,7 @@ class ControlServicer:
                      time.monotonic() - received)
             result = self.authority.push_snapshot(snapshot)
         except Exception as e:
+            self._count_rejection(e)
             _abort_for(context, e)
         return serde.push_result_to_pb(result)
 
@@ -155,6 +176,7 @@ class ControlServicer:
                      delta.version, len(delta.upserts), len(delta.deletes), context.peer())
             result = self.authority.apply_delta(delta)
         except Exception as e:
+            self._count_rejection(e)
             _abort_for(context, e)
         return serde.push_result_to_pb(result)
 
@@ -201,7 +223,7 @@ class ControlServicer:
                        for (app, event), baseline in sorted(source.surging().items())
                        if q.app is None or app == q.app]
             report = EventStatsReport(rows[:q.top], apps, source.approximate, surging,
-                                      total_count=sum(r.count for r in rows))
+                                      total_count=_total(q, rows, apps))
         except Exception as e:
             _abort_for(context, e)
         return serde.event_stats_to_pb(report)

@@ -129,9 +129,21 @@ def test_stats_records_count_every_event_exactly(kafka_bootstrap: str, tmp_path:
         key = ("", v.reason) if v.outcome == MALFORMED else (decider.last_app, decider.last_event)
         expected[(*key, OUTCOMES[v.outcome])] += 1  # type: ignore[misc]
     env.produce(events)
-    env.start()
+    env.start(control=True)
     wait_until(env.all_committed, 60, "every event decided")
     time.sleep(2.5)  # the last stats interval closes and is published
+    # The control plane's top-N agrees with the known distribution.
+    report = env.client().event_stats(top=10)
+    assert not report.approximate
+    want = expected.most_common()
+    assert [r.count for r in report.rows] == [n for _, n in want[:10]]
+    assert {(r.app, r.event, r.decision) for r in report.rows if r.count > want[10][1]} == {
+        k for k, n in want[:10] if n > want[10][1]}
+    by_app = {a.app: a for a in report.apps}
+    for app in ("1000", "1128"):
+        n_unreg = sum(n for (a, _e, d), n in expected.items() if a == app and d == "unregistered")
+        assert by_app[app].unregistered == n_unreg
+    assert sum(a.events for a in by_app.values()) == len(events)
     env.stop_all()
     got: Counter[tuple[str, str, str]] = Counter()
     for o in env.read([stats_topic]):
