@@ -39,7 +39,8 @@ def kafka_version() -> str:
 
 
 def command_line() -> str:
-    return shlex.join([Path(sys.executable).name, *sys.argv])
+    env = [f"PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
+    return " ".join([*env, shlex.join([Path(sys.executable).name, *sys.argv])])
 
 
 def machine_lines() -> list[str]:
@@ -48,13 +49,54 @@ def machine_lines() -> list[str]:
     import orjson
 
     load = " ".join(_read("/proc/loadavg").split()[:3])
+    ck = confluent_kafka.version()
+    ck_version = ck[0] if isinstance(ck, tuple) else ck
     return [
         f"- machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
         f"{cpu_model()}, {ram_gib():.1f} GiB RAM; load average at start {load}",
         f"- software: Python {platform.python_version()}, confluent-kafka "
-        f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]}), "
+        f"{ck_version} (librdkafka {confluent_kafka.libversion()[0]}), "
         f"orjson {orjson.__version__}",
     ]
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                           timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def code_dir() -> Path:
+    """Where the ``etl_gate`` this process imports lives."""
+    import etl_gate
+
+    return Path(etl_gate.__file__).resolve().parent
+
+
+def code_state() -> str:
+    """Which etl_gate code is measured: the working tree (commit, modified files) or elsewhere."""
+    head = _git("rev-parse", "--short", "HEAD") or "unknown"
+    pkg = code_dir()
+    if pkg != ROOT / "etl_gate":
+        return f"etl_gate imported from {pkg} (repository HEAD {head})"
+    changed = _git("status", "--porcelain", "--", "etl_gate").splitlines()
+    return (f"etl_gate from the working tree at {head}, "
+            + (f"{len(changed)} file(s) modified or new" if changed else "unmodified"))
+
+
+def code_fingerprint() -> tuple[tuple[str, int, int], ...]:
+    """(path, mtime, size) of every source file of the imported etl_gate: compare two
+    of them to tell whether the code changed while a benchmark ran."""
+    out = []
+    for f in sorted(code_dir().rglob("*.py")):
+        st = f.stat()
+        out.append((str(f), st.st_mtime_ns, st.st_size))
+    return tuple(out)
 
 
 def section_header(title: str) -> list[str]:
@@ -143,11 +185,18 @@ class MachineCpu:
         line = _read("/proc/stat").splitlines()[0]
         return [int(x) for x in line.split()[1:]]
 
+    def _delta(self) -> list[int]:
+        # user nice system idle iowait irq softirq steal (guest time is inside user)
+        d = [b - a for a, b in zip(self.start, self._read(), strict=False)]
+        return (d + [0] * 8)[:8]
+
     def busy_and_steal(self) -> tuple[float, float]:
         """(share of CPU time busy, share stolen by the hypervisor), 0..1."""
-        now = self._read()
-        d = [b - a for a, b in zip(self.start, now, strict=False)]
-        total = sum(d[:8]) or 1  # user nice system idle iowait irq softirq steal
-        idle = d[3] + d[4]
-        steal = d[7] if len(d) > 7 else 0
-        return (total - idle - steal) / total, steal / total
+        d = self._delta()
+        total = sum(d) or 1
+        return (total - d[3] - d[4] - d[7]) / total, d[7] / total
+
+    def busy_seconds(self) -> float:
+        """CPU seconds spent busy, all CPUs together."""
+        d = self._delta()
+        return (sum(d) - d[3] - d[4] - d[7]) / CLK_TCK

@@ -48,6 +48,7 @@ def main() -> None:
 
     spec = GenSpec(count=args.events, size=args.size, unregistered_share=args.unregistered,
                    sampled_share=args.sampled, malformed_share=args.malformed, seed=args.seed)
+    code = _common.code_state()  # what this process imported
     gen = Generator(spec)
     events = [payload for payload, _key, _ts in gen.events()]
     settings = GateConfig().decision_settings()  # the gate's defaults (tag headers on)
@@ -89,6 +90,7 @@ def main() -> None:
     if not args.no_append:
         lines = _common.section_header("decision core (bench/core_bench.py)") + [
             *_common.machine_lines(),
+            f"- code: {code}",
             f"- data: {n:,} in-memory events of {avg_size:.0f} bytes on average from "
             f"`etl_gate.gen` (unregistered {args.unregistered:.0%} of traffic, sampled "
             f"{args.sampled:.0%} of rules, malformed {args.malformed:.1%}; seed {args.seed}), "
@@ -103,7 +105,7 @@ def main() -> None:
             f"Parsing alone takes {parse_share:.0%} of a decision's time.",
         ]
         _common.append_results(lines)
-        print(f"appended to {_common.RESULTS.relative_to(_common.ROOT)}")
+        print(f"appended to {_common.RESULTS}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ skip). See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import multiprocessing as mp
 import os
@@ -63,7 +64,9 @@ from etl_gate.kafka.topics import create_topics
 ROOT = _common.ROOT
 KAFKA_SH = ROOT / "scripts" / "kafka.sh"
 POLL_S = 0.2  # committed-offset polling period (the time resolution of a run)
-MODES = ("passthrough", "etl-gate")
+# "gate-no-stats": the gate with per-event statistics off (observe.stats_enabled =
+# false), to measure what observability costs (issue 4: at most 10%).
+MODES = ("passthrough", "etl-gate", "gate-no-stats")
 
 
 # -- the broker -------------------------------------------------------------
@@ -117,7 +120,8 @@ def admin(bootstrap: str) -> AdminClient:
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     client = admin(bootstrap)  # must outlive its futures
-    for fut in client.create_topics([NewTopic(name, partitions, 1)]).values():
+    topic = NewTopic(name, partitions, 1, config={"retention.ms": "-1"})
+    for fut in client.create_topics([topic]).values():
         fut.result(30)
 
 
@@ -154,6 +158,9 @@ class Setup:
     expected_outputs: int  # routed + DLQ messages the gate must write
     avg_size: float
     topics: list[str] = field(default_factory=list)  # created, to delete at the end
+    cfg: GateConfig = field(default_factory=GateConfig)  # the settings both modes share
+    code: str = ""  # which etl_gate code, at the start
+    fingerprint: tuple[tuple[str, int, int], ...] = ()  # its source files, at the start
 
     @property
     def bootstrap(self) -> str:
@@ -163,8 +170,10 @@ class Setup:
     def n(self) -> int:
         return sum(self.ends.values())
 
-    def write_config(self, name: str, group: str, out_prefix: str) -> GateConfig:
-        """A gate config with the defaults of config/gate.toml, but its own group and outputs."""
+    def write_config(self, name: str, group: str, out_prefix: str,
+                     stats: bool = True) -> GateConfig:
+        """A gate config with the defaults of config/gate.toml, but its own group, outputs,
+        control-plane port and state dir."""
         path = self.workdir / f"{name}.toml"
         path.write_text(f"""\
 workers = {self.args.workers}
@@ -174,25 +183,44 @@ log_level = "INFO"
 bootstrap_servers = "{self.bootstrap}"
 group_id = "{group}"
 input_topic = "{self.input_topic}"
+consumer = {_inline_table(self.args.consumer_opt)}
+producer = {_inline_table(self.args.producer_opt)}
 [topics]
 p0 = "{out_prefix}.p0"
 p1 = "{out_prefix}.p1"
 p2 = "{out_prefix}.p2"
 dlq = "{out_prefix}.dlq"
 partitions = {self.args.partitions}
+[control]
+listen = "127.0.0.1:{_free_port(set())}"
+state_dir = "state-{name}"
+[observe]
+metrics_listen = "127.0.0.1:{_free_port(set())}"
+stats_enabled = {"true" if stats else "false"}
 """)
         return load_config(path)
+
+
+def _inline_table(options: list[tuple[str, Any]]) -> str:
+    """KEY=VALUE options as a TOML inline table (JSON strings are TOML strings)."""
+    return "{" + ", ".join(f"{orjson.dumps(k).decode()} = "
+                           f"{v if isinstance(v, int | float) else orjson.dumps(v).decode()}"
+                           for k, v in options) + "}"
 
 
 def preload(args: argparse.Namespace, broker: Broker, workdir: Path) -> Setup:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     setup = Setup(args, broker, workdir, prefix, f"{prefix}.raw", {}, Counter(), 0, 0.0)
+    # Event times (also the Kafka timestamps) end now: older ones fall to the
+    # topics' retention, and the broker refuses any more than 1 h ahead
+    # (log.message.timestamp.after.max.ms), which a start of "now" reaches at 3.6M events.
+    start_ms = int(time.time() * 1000) - args.events
     gen = Generator(GenSpec(count=args.events, size=args.size, unregistered_share=args.unregistered,
                             sampled_share=args.sampled, malformed_share=args.malformed,
-                            seed=args.seed))
+                            seed=args.seed, start_ms=start_ms, step_ms=1))
     rules = gen.rules()
     (workdir / "rules.json").write_bytes(orjson.dumps(rules, option=orjson.OPT_INDENT_2))
-    cfg = setup.write_config("load", f"{prefix}-load", f"{prefix}.load")
+    cfg = setup.cfg = setup.write_config("load", f"{prefix}-load", f"{prefix}.load")
     create_topic(broker.bootstrap, setup.input_topic, args.partitions)
     setup.topics.append(setup.input_topic)
     # Decide every event on its way in: the gate's expected totals.
@@ -315,6 +343,7 @@ class Run:
     index: int
     n: int
     elapsed_s: float = math.nan  # start -> all N committed
+    first_output_s: float = math.nan  # start -> first output acknowledged (startup overhead)
     first_commit_s: float = math.nan
     steady_eps: float = math.nan  # after the first commit
     exit_s: float = math.nan  # start -> every process exited
@@ -324,6 +353,7 @@ class Run:
     supervisor_rss_mib: float = math.nan
     busy: float = math.nan  # machine CPU busy share over the run
     steal: float = math.nan
+    other_cpu_s: float = math.nan  # CPU used by anything else on the machine, start -> exit
     outputs: int = 0  # messages in the run's output topics
     notes: list[str] = field(default_factory=list)
 
@@ -345,14 +375,15 @@ def children_cpu() -> float:
 
 
 class Meter:
-    """Everything sampled around one run: committed offsets, RSS, broker and machine CPU."""
+    """Everything sampled around one run: committed offsets, first output, RSS, CPU."""
 
-    def __init__(self, setup: Setup, group: str, run: Run) -> None:
+    def __init__(self, setup: Setup, group: str, outputs: list[str], run: Run) -> None:
         self.setup = setup
         self.run = run
         self.probe = Consumer({"bootstrap.servers": setup.bootstrap, "group.id": group,
                                "enable.auto.commit": False, "log_level": 3})
         self.parts = [TopicPartition(setup.input_topic, p) for p in sorted(setup.ends)]
+        self.out_parts = [TopicPartition(t, p) for t in outputs for p in range(setup.args.partitions)]
         self.rss: dict[int, tuple[str, float]] = {}  # pid -> (role, peak MiB)
 
     def committed(self) -> tuple[int, bool]:
@@ -365,22 +396,31 @@ class Meter:
             complete = complete and off >= end
         return done, complete
 
+    def any_output(self) -> bool:
+        try:
+            return any(self.probe.get_watermark_offsets(tp, timeout=5)[1] > 0
+                       for tp in self.out_parts)
+        except KafkaException:  # e.g. a topic this new is not known to every part yet
+            return False
+
     def sample_rss(self, pids: list[tuple[int, str]]) -> None:
         for pid, role in pids:
             peak = _common.proc_peak_rss_mib(pid)
             if peak is not None:
                 self.rss[pid] = (role, peak)
 
-    def start(self) -> float:
-        self.cpu0 = children_cpu()
-        self.broker0 = self.setup.broker.cpu_seconds()
+    def _cpu_now(self) -> tuple[float, float | None, float]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return children_cpu(), self.setup.broker.cpu_seconds(), ru.ru_utime + ru.ru_stime
+
+    def start(self) -> None:
+        self.cpu0 = self._cpu_now()
         self.machine = _common.MachineCpu()
         self.t0 = time.perf_counter()
-        return self.t0
 
     def wait_committed(self, alive: Callable[[], bool], pids: Callable[[], list[tuple[int, str]]],
                        timeout_s: float) -> None:
-        """Poll until every input event is committed; fills elapsed, first commit, CPU shares."""
+        """Poll until every input event is committed; fills the timings and the CPU shares."""
         run, first = self.run, None
         tick = self.t0
         while True:
@@ -389,10 +429,12 @@ class Meter:
             running = alive()
             self.sample_rss(pids())
             try:
+                if math.isnan(run.first_output_s) and self.any_output():
+                    run.first_output_s = time.perf_counter() - self.t0
                 done, complete = self.committed()
             except KafkaException as e:
                 done, complete = 0, False
-                run.notes.append(f"committed() failed: {e}")
+                run.notes.append(f"offset probe failed: {e}")
             now = time.perf_counter() - self.t0
             if done and first is None:
                 first = (now, done)
@@ -406,9 +448,9 @@ class Meter:
                 run.notes.append(f"timed out after {now:.0f}s with {done:,} of {run.n:,} committed")
                 break
         run.busy, run.steal = self.machine.busy_and_steal()
-        b1 = self.setup.broker.cpu_seconds()
-        if self.broker0 is not None and b1 is not None:
-            run.broker_cpu_s = b1 - self.broker0
+        broker = self.setup.broker.cpu_seconds()
+        if broker is not None and self.cpu0[1] is not None:
+            run.broker_cpu_s = broker - self.cpu0[1]
         if first is not None and run.ok:
             run.first_commit_s = first[0]
             if run.elapsed_s > first[0]:
@@ -418,7 +460,14 @@ class Meter:
         """After every process of the run exited (and was reaped)."""
         run = self.run
         run.exit_s = time.perf_counter() - self.t0
-        run.cpu_s = children_cpu() - self.cpu0
+        tree, broker, me = self._cpu_now()
+        run.cpu_s = tree - self.cpu0[0]
+        # Whatever else ran on the machine from start to exit (neighbours, and
+        # the broker when its pid is unknown): the noise in this run.
+        known = run.cpu_s + (me - self.cpu0[2])
+        if broker is not None and self.cpu0[1] is not None:
+            known += broker - self.cpu0[1]
+        run.other_cpu_s = max(0.0, self.machine.busy_seconds() - known)
         workers = [mib for role, mib in self.rss.values() if role == "worker"]
         sup = [mib for role, mib in self.rss.values() if role == "supervisor"]
         run.worker_rss_mib = max(workers, default=math.nan)
@@ -437,7 +486,7 @@ def run_passthrough(setup: Setup, k: int, live: list[Any]) -> Run:
     counters = [ctx.Array("q", 2, lock=False) for _ in range(args.workers)]
     procs = [ctx.Process(target=passthrough_main, name=f"passthrough-w{i}",
                          args=(cfg, i, out, stop, counters[i])) for i in range(args.workers)]
-    meter = Meter(setup, group, run)
+    meter = Meter(setup, group, [out], run)
     meter.start()
     for p in procs:
         p.start()
@@ -472,18 +521,21 @@ def gate_command() -> list[str]:
 _LOG_PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback|^%\d\|")
 
 
-def run_gate(setup: Setup, k: int, live: list[Any]) -> Run:
+def run_gate(setup: Setup, k: int, live: list[Any], stats: bool = True) -> Run:
     args = setup.args
-    run = Run("etl-gate", k, setup.n)
-    group, out = f"{setup.prefix}-gate{k}", f"{setup.prefix}.g{k}"
-    cfg = setup.write_config(f"gate{k}", group, out)
+    mode = "etl-gate" if stats else "gate-no-stats"
+    run = Run(mode, k, setup.n)
+    name = f"gate{k}" if stats else f"gatens{k}"
+    group, out = f"{setup.prefix}-{name}", f"{setup.prefix}.{name}"
+    cfg = setup.write_config(name, group, out, stats=stats)
     create_topics(cfg)  # the input exists; creates the priority and DLQ topics
+    gc.collect()  # create_topics leaves its AdminClient in a reference cycle when a topic exists
     t = cfg.topics
     outputs = [*t.priority_topics, t.dlq]
-    cmd = [*gate_command(), "run", "--config", str(setup.workdir / f"gate{k}.toml"),
+    cmd = [*gate_command(), "run", "--config", str(setup.workdir / f"{name}.toml"),
            "--max-events", str(setup.n)]
-    log_path, out_path = setup.workdir / f"gate{k}.log", setup.workdir / f"gate{k}.out"
-    meter = Meter(setup, group, run)
+    log_path, out_path = setup.workdir / f"{name}.log", setup.workdir / f"{name}.out"
+    meter = Meter(setup, group, outputs, run)
     with open(log_path, "wb") as log, open(out_path, "wb") as stdout:
         meter.start()
         proc = subprocess.Popen(cmd, stdout=stdout, stderr=log, cwd=ROOT)
@@ -537,15 +589,17 @@ def _f(x: float, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-HEADER = ["run", "mode", "elapsed s", "events/s", "after 1st commit ev/s", "1st commit s", "exit s",
-          "CPU s/1M ev", "worker peak RSS MiB", "broker CPU s/1M ev", "machine busy", "steal"]
+HEADER = ["run", "mode", "elapsed s", "events/s", "ev/s after 1st commit", "1st output s",
+          "1st commit s", "exit s", "CPU s/1M ev", "worker peak RSS MiB", "broker CPU s/1M ev",
+          "machine busy", "steal", "other CPU s"]
 
 
 def row(label: str, r: Run) -> list[str]:
     return [label, r.mode, _f(r.elapsed_s, ".2f"), _f(r.eps, ",.0f"), _f(r.steady_eps, ",.0f"),
-            _f(r.first_commit_s, ".2f"), _f(r.exit_s, ".2f"), _f(r.per_million(r.cpu_s), ".1f"),
-            _f(r.worker_rss_mib, ".0f"), _f(r.per_million(r.broker_cpu_s), ".1f"),
-            _f(r.busy * 100, ".0f") + "%", _f(r.steal * 100, ".1f") + "%"]
+            _f(r.first_output_s, ".2f"), _f(r.first_commit_s, ".2f"), _f(r.exit_s, ".2f"),
+            _f(r.per_million(r.cpu_s), ".2f"), _f(r.worker_rss_mib, ".0f"),
+            _f(r.per_million(r.broker_cpu_s), ".2f"), _f(r.busy * 100, ".0f") + "%",
+            _f(r.steal * 100, ".1f") + "%", _f(r.other_cpu_s, ".1f")]
 
 
 def median_run(mode: str, runs: list[Run]) -> Run | None:
@@ -558,8 +612,8 @@ def median_run(mode: str, runs: list[Run]) -> Run | None:
         return statistics.median(vals) if vals else math.nan
 
     m = Run(mode, 0, ok[0].n)
-    for attr in ("elapsed_s", "first_commit_s", "exit_s", "cpu_s", "broker_cpu_s",
-                 "worker_rss_mib", "supervisor_rss_mib", "busy", "steal", "steady_eps"):
+    for attr in ("elapsed_s", "first_output_s", "first_commit_s", "exit_s", "cpu_s", "broker_cpu_s",
+                 "worker_rss_mib", "supervisor_rss_mib", "busy", "steal", "other_cpu_s", "steady_eps"):
         setattr(m, attr, med(attr))
     m.elapsed_s = m.n / statistics.median(r.eps for r in ok)  # so m.eps is the median rate
     return m
@@ -578,9 +632,17 @@ def report(setup: Setup, runs: list[Run], started: float) -> None:
         summary.append(
             f"gate/passthrough: events/s {gate.eps / pt.eps:.2f} (ratio of medians; per pair "
             f"{', '.join(f'{x:.2f}' for x in pairs)}), CPU per event {gate.cpu_s / pt.cpu_s:.2f}x")
+    nostats = meds.get("gate-no-stats")
+    if gate and nostats:
+        summary.append(
+            f"observability cost: gate with stats / without: events/s {gate.eps / nostats.eps:.2f}, "
+            f"CPU per event {gate.cpu_s / nostats.cpu_s:.2f}x (issue 4 target: events/s >= 0.90)")
     sup = gate.supervisor_rss_mib if gate else math.nan
     mix = ", ".join(f"{k} {v / setup.n:.1%}" for k, v in setup.mix.most_common())
     notes = [f"run {r.index + 1} {r.mode}: {note}" for r in runs for note in r.notes]
+    if _common.code_fingerprint() != setup.fingerprint:
+        notes.insert(0, "etl_gate's source files changed while this ran: later runs may have run "
+                        "other code than earlier ones")
 
     print()
     print(_common.text_table(HEADER, rows))
@@ -589,12 +651,14 @@ def report(setup: Setup, runs: list[Run], started: float) -> None:
     print(f"logs and configs: {setup.workdir}")
     if setup.args.no_append:
         return
-    a = setup.args
+    a, cfg = setup.args, setup.cfg
+    k = cfg.kafka
     broker = (f"Apache Kafka {_common.kafka_version()} (scripts/kafka.sh, KRaft, one node, "
               f"same machine, 512 MiB heap)" if setup.broker.own else f"given: {a.bootstrap}")
     lines = _common.section_header("Kafka throughput, etl-gate vs passthrough "
                                    "(bench/throughput.py)") + [
         *_common.machine_lines(),
+        f"- code: {setup.code}",
         f"- broker: {broker}",
         f"- input: {setup.n:,} events of {setup.avg_size:.0f} bytes on average (`etl_gate.gen`: "
         f"unregistered {a.unregistered:.0%} of traffic, sampled {a.sampled:.0%} of rules, "
@@ -602,26 +666,43 @@ def report(setup: Setup, runs: list[Run], started: float) -> None:
         f"decision mix: {mix}; the gate writes {setup.expected_outputs:,} of them "
         "(priority topics + DLQ)",
         f"- {a.workers} worker processes in both modes; gate config: config/gate.toml defaults "
-        "(batch 5000, commit every 1 s, linger 5 ms, lz4, idempotent, tag headers on); "
-        f"passthrough: same client settings, flush + commit every 1 s and when idle; "
-        f"{a.repeat} interleaved repeats, wall time {time.perf_counter() - started:.0f}s in all",
+        f"(batch {k.batch_size}, commit every {k.commit_interval_ms} ms, linger {k.linger_ms} ms, "
+        f"{k.compression}, idempotent, tag headers {'on' if cfg.tag.headers else 'off'}, "
+        "control plane on)"
+        + "".join(f"; {role} `{key}={v}` (both modes)" for role, opts in
+                  (("consumer", a.consumer_opt), ("producer", a.producer_opt)) for key, v in opts)
+        + "; passthrough: same client settings, flush + commit every commit interval and when "
+        f"idle; {a.warmup} untimed passthrough warm-up run(s), then {a.repeat} interleaved "
+        f"repeats; wall time {time.perf_counter() - started:.0f}s in all",
         "- elapsed: process start until the group's committed offsets reach the input's end "
         f"(polled every {POLL_S} s); CPU: user+sys of the process tree; broker CPU over the "
-        "elapsed time; machine busy/steal from /proc/stat (2 cores shared by workers, broker "
-        "and neighbours)"
+        f"elapsed time; machine busy/steal/other from /proc/stat ({os.cpu_count()} CPUs shared "
+        "by workers, broker and neighbours)"
         + (f"; gate supervisor peak RSS {sup:.0f} MiB" if not math.isnan(sup) else ""),
         f"- command: `{_common.command_line()}`",
         "",
         *_common.md_table(HEADER, rows),
         "",
-        *[f"{line}" for line in summary],
+        *summary,
         *([""] + [f"- {n}" for n in notes] if notes else []),
     ]
     _common.append_results(lines)
-    print(f"appended to {_common.RESULTS.relative_to(ROOT)}")
+    print(f"appended to {_common.RESULTS}")
 
 
 # -- main -------------------------------------------------------------------
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
+
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -634,8 +715,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sampled", type=float, default=0.10, help="share of rules sampled")
     p.add_argument("--malformed", type=float, default=0.005, help="share of traffic")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--consumer-opt", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra librdkafka consumer setting for both modes (kafka.consumer)")
+    p.add_argument("--producer-opt", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra librdkafka producer setting for both modes (kafka.producer)")
     p.add_argument("--bootstrap", help="use this broker instead of starting one")
     p.add_argument("--only", choices=MODES, help="run one mode only")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passthrough runs first")
     p.add_argument("--pause", type=float, default=2.0, help="seconds of rest between runs")
     p.add_argument("--run-timeout", type=float, default=900.0, help="seconds per run")
     p.add_argument("--no-append", action="store_true", help="do not write bench/RESULTS.md")
@@ -655,12 +741,21 @@ def main() -> int:
         broker.start()
         print(f"broker {broker.bootstrap}" + (f" (pid {broker.pid})" if broker.pid else ""),
               flush=True)
+        code, fingerprint = _common.code_state(), _common.code_fingerprint()
         setup = preload(args, broker, workdir)
+        setup.code, setup.fingerprint = code, fingerprint
         modes = [args.only] if args.only else list(MODES)
+        for k in range(args.warmup):  # the broker's JIT and page cache, the OS's file cache
+            time.sleep(args.pause)
+            run = run_passthrough(setup, -1 - k, live)
+            print(f"warm-up passthrough {_f(run.elapsed_s, '.2f')} s (not reported)", flush=True)
         for k in range(args.repeat):
             for mode in modes:
                 time.sleep(args.pause)
-                run = (run_passthrough if mode == "passthrough" else run_gate)(setup, k, live)
+                if mode == "passthrough":
+                    run = run_passthrough(setup, k, live)
+                else:
+                    run = run_gate(setup, k, live, stats=mode == "etl-gate")
                 runs.append(run)
                 print(f"run {k + 1} {mode:<11} {_f(run.elapsed_s, '.2f')} s  "
                       f"{_f(run.eps, ',.0f')} events/s  " + "; ".join(run.notes), flush=True)

@@ -92,7 +92,10 @@ class ObserveConfig:
     metrics_listen: str = "127.0.0.1:9464"  # Prometheus /metrics; "" disables it
     top_apps: list[str] = field(default_factory=list)  # app label values; the rest: "other"
     telemetry_interval_s: float = 1.0  # how often workers ship their counts
-    stats_enabled: bool = True  # per (app, event) statistics; off saves ~5% of the worker CPU
+    # Per (app, event) statistics, which also feed etl_gate_events_total and
+    # etl_gate_input_bytes_total; off saves worker CPU (bench/RESULTS.md) and
+    # leaves those two counters empty.
+    stats_enabled: bool = True
     stats_interval_s: float = 10.0  # surge checks and stats-topic records, per this interval
     stats_topic: str = ""  # JSON records per interval go here; "" = not published
     stats_max_keys: int = 100_000  # (app, event) keys kept exactly; past it, approximate
@@ -240,6 +243,8 @@ def _validate(cfg: GateConfig) -> None:
     for p in cfg.ttl_days.P0, cfg.ttl_days.P1, cfg.ttl_days.P2:
         check(p >= 1, "ttl_days: every priority keeps data at least 1 day")
     o = cfg.observe
+    check(not o.metrics_listen or ":" in o.metrics_listen,
+          f"observe.metrics_listen: expected host:port or empty, got {o.metrics_listen!r}")
     check(o.telemetry_interval_s > 0, "observe.telemetry_interval_s: must be > 0")
     check(o.stats_interval_s >= o.telemetry_interval_s,
           "observe.stats_interval_s: must be >= observe.telemetry_interval_s")

@@ -38,8 +38,7 @@ class GenSpec:
     numeric_app_ids: bool = True  # half the apps send their id as a JSON number
     size: int = 350
     seed: int = 1
-    # Event time of the first event; None: now. (A fixed past date would put
-    # the events beyond the priority topics' retention, and Kafka deletes them.)
+    # Event time of the first event; None: so that the last one is now.
     start_ms: int | None = None
     step_ms: int = 1  # event time advances by this per event
     rules_version: int = 1
@@ -64,7 +63,10 @@ class Generator:
         # Zipf weights over each app's names: a few events carry most traffic.
         self.weights = [1.0 / (r + 1) for r in range(spec.events_per_app)]
         self.users = [f"u{rng.randrange(10**9):09d}" for _ in range(5000)]
-        self.start_ms = spec.start_ms if spec.start_ms is not None else int(time.time() * 1000)
+        # Default: the events end now. Kafka refuses timestamps more than an
+        # hour ahead, and a fixed past date falls out of topic retention.
+        self.start_ms = (spec.start_ms if spec.start_ms is not None
+                         else int(time.time() * 1000) - spec.count * spec.step_ms)
 
     def rules(self) -> dict[str, Any]:
         spec, rng = self.spec, random.Random(self.spec.seed + 7)

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from .config import GateConfig
+from .config import ConfigError, GateConfig
 from .control.authority import RulesAuthority
 from .control.model import PropagationTimeout
 from .control.status import StatusBoard
@@ -63,7 +63,12 @@ def run_gate(cfg: GateConfig, max_events: int = 0, report_every_s: float = 10.0)
         from prometheus_client import start_http_server
 
         host, _, port = cfg.observe.metrics_listen.rpartition(":")
-        start_http_server(int(port), addr=host or "0.0.0.0", registry=observer.metrics.registry)
+        try:
+            start_http_server(int(port), addr=host or "0.0.0.0",
+                              registry=observer.metrics.registry)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"observe.metrics_listen {cfg.observe.metrics_listen!r}: "
+                              f"cannot serve metrics there: {e}") from None
         log.info("metrics on http://%s/metrics", cfg.observe.metrics_listen)
     server = None
     if cfg.control.enabled:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from etl_gate.config import GateConfig, load_config
 from etl_gate.control.client import ClientOptions, ControlClient
@@ -33,6 +33,7 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 _ID = re.compile(rb'"id":"([^"]+)"')
+STARTED: list[subprocess.Popen[bytes]] = []  # every gate a test started (cleanup in conftest)
 
 
 @dataclass
@@ -84,6 +85,9 @@ class GateEnv:
         path = self.dir / f"{name}.toml"
         control = (f'enabled = true\nlisten = "127.0.0.1:{control_port}"' if control_port
                    else "enabled = false")
+        # No metrics endpoint unless the test configures one (ports collide).
+        observe = "" if "[observe]" in self.extra_toml else '[observe]\nmetrics_listen = ""'
+
         path.write_text(f"""
 workers = {self.workers}
 {'rules_file = "rules.json"' if self.rules_file else ""}
@@ -104,6 +108,7 @@ p2 = "{self.prefix}.p2"
 dlq = "{self.prefix}.dlq"
 quarantine = "{self.prefix}.quarantine"
 partitions = {self.partitions}
+{observe}
 [control]
 {control}
 state_dir = "state-{name}"
@@ -152,6 +157,7 @@ state_dir = "state-{name}"
                                  str(config), *args],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs.append(proc)
+        STARTED.append(proc)
         return proc
 
     def client(self, name: str = "gate", **options: object) -> ControlClient:
@@ -188,7 +194,15 @@ state_dir = "state-{name}"
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": cfg.kafka.group_id})
         try:
             parts = [TopicPartition(topic, p) for p in range(self.partitions)]
-            return {tp.partition: tp.offset for tp in c.committed(parts, timeout=10)}
+            for attempt in range(20):
+                try:
+                    return {tp.partition: tp.offset for tp in c.committed(parts, timeout=10)}
+                except KafkaException:
+                    # A new group's coordinator may still be loading (NOT_COORDINATOR).
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.25)
+            raise AssertionError("unreachable")
         finally:
             c.close()
 
