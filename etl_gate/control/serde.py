@@ -33,6 +33,7 @@ from etl_gate.core.rules import (
     RulesError,
     RulesSnapshot,
     app_text,
+    check_keys,
     parse_delta,
     parse_rule,
     parse_snapshot,
@@ -448,15 +449,6 @@ def _json_apps(obj: Any) -> list[pb.AppSettings]:
     return out
 
 
-def _check_fields(obj: Any, allowed: set[str], where: str) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise RulesError(f"{where}: expected an object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise RulesError(f"{where}: unknown field(s) {', '.join(unknown)}")
-    return obj
-
-
 def json_snapshot_to_requests(obj: Any, chunk_size: int = DEFAULT_CHUNK_RULES
                               ) -> Iterator[pb.PushSnapshotRequest]:
     """A SPEC section 2 snapshot (parsed JSON) as a PushSnapshot stream. The
@@ -464,7 +456,7 @@ def json_snapshot_to_requests(obj: Any, chunk_size: int = DEFAULT_CHUNK_RULES
     rule protobuf cannot carry raises RulesError from the iterator."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    obj = _check_fields(obj, {"version", "apps", "rules"}, "snapshot")
+    obj = check_keys(obj, {"version", "apps", "rules"}, "snapshot")
     version = _json_version(obj, "version", "snapshot")
     apps = _json_apps(obj.get("apps"))
     rules = obj.get("rules", [])
@@ -484,7 +476,7 @@ def _json_chunks(rules: list[Any], chunk_size: int) -> Iterator[pb.PushSnapshotR
 
 def json_delta_to_pb(obj: Any) -> pb.ApplyDeltaRequest:
     """A SPEC section 2 delta (parsed JSON) as an ApplyDeltaRequest."""
-    obj = _check_fields(obj, {"base_version", "version", "upserts", "deletes", "apps"}, "delta")
+    obj = check_keys(obj, {"base_version", "version", "upserts", "deletes", "apps"}, "delta")
     req = pb.ApplyDeltaRequest(base_version=_json_version(obj, "base_version", "delta"),
                                version=_json_version(obj, "version", "delta"),
                                apps=_json_apps(obj.get("apps")))
@@ -496,7 +488,7 @@ def json_delta_to_pb(obj: Any) -> pb.ApplyDeltaRequest:
     if not isinstance(deletes, list):
         raise RulesError("deletes: expected a list of {app, event}")
     for i, d in enumerate(deletes):
-        d = _check_fields(d, {"app", "event"}, f"deletes[{i}]")
+        d = check_keys(d, {"app", "event"}, f"deletes[{i}]")
         app, event = app_text(d.get("app")), d.get("event")
         if not app or not isinstance(event, str) or not event:
             raise RulesError(f"deletes[{i}]: needs a non-empty 'app' and 'event', got {d!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -146,7 +147,8 @@ def parse_priority(value: Any, where: str) -> int:
     return PRIORITIES.index(value)
 
 
-def _check_keys(obj: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
+def check_keys(obj: Any, allowed: AbstractSet[str], where: str) -> dict[str, Any]:
+    """``obj`` as a dict with no keys beyond ``allowed``, or a RulesError naming ``where``."""
     if not isinstance(obj, dict):
         raise RulesError(f"{where}: expected an object, got {type(obj).__name__}")
     unknown = sorted(set(obj) - allowed)
@@ -171,7 +173,7 @@ def parse_rule(obj: Any, where: str) -> Rule:
     if not isinstance(event, str) or event == "":
         raise RulesError(f"{where} (app {app!r}): 'event' must be a non-empty string, got {event!r}")
     where = f"{where} (app {app!r}, event {event!r})"
-    _check_keys(obj, _RULE_KEYS, where)  # after app/event, so the error names them
+    check_keys(obj, _RULE_KEYS, where)  # after app/event, so the error names them
     priority = parse_priority(obj.get("priority", "P1"), where)
     rate = obj.get("sample_rate", 1.0)
     if (isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate)
@@ -235,7 +237,7 @@ def _parse_apps(obj: Any, where: str) -> dict[str, AppSettings]:
     apps: dict[str, AppSettings] = {}
     for app, settings in obj.items():
         w = f"{where}[{app!r}]"
-        settings = _check_keys(settings, _APP_KEYS, w)
+        settings = check_keys(settings, _APP_KEYS, w)
         mode = settings.get("mode", "enforce")
         if mode not in MODES:
             raise RulesError(f"{w}: mode must be 'enforce' or 'monitor', got {mode!r}")
@@ -261,7 +263,7 @@ def _parse_rule_list(items: Any, where: str) -> dict[tuple[str, str], Rule]:
 
 def parse_snapshot(obj: Any) -> RulesSnapshot:
     """Validate a full snapshot (the JSON of SPEC section 2)."""
-    obj = _check_keys(obj, _SNAPSHOT_KEYS, "snapshot")
+    obj = check_keys(obj, _SNAPSHOT_KEYS, "snapshot")
     if "version" not in obj:
         raise RulesError("snapshot: 'version' is required")
     version = _parse_version(obj["version"], "snapshot.version")
@@ -271,7 +273,7 @@ def parse_snapshot(obj: Any) -> RulesSnapshot:
 
 
 def parse_delta(obj: Any) -> RulesDelta:
-    obj = _check_keys(obj, _DELTA_KEYS, "delta")
+    obj = check_keys(obj, _DELTA_KEYS, "delta")
     for k in ("base_version", "version"):
         if k not in obj:
             raise RulesError(f"delta: {k!r} is required")
@@ -283,7 +285,7 @@ def parse_delta(obj: Any) -> RulesDelta:
         raise RulesError("deletes: expected a list of {app, event}")
     deletes: list[tuple[str, str]] = []
     for i, d in enumerate(dels):
-        d = _check_keys(d, frozenset({"app", "event"}), f"deletes[{i}]")
+        d = check_keys(d, frozenset({"app", "event"}), f"deletes[{i}]")
         app, event = app_text(d.get("app")), d.get("event")
         if not app or not isinstance(event, str) or not event:
             raise RulesError(f"deletes[{i}]: needs a non-empty 'app' and 'event', got {d!r}")
