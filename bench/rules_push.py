@@ -57,6 +57,7 @@ import _common  # noqa: E402
 ROOT = _common.ROOT
 KAFKA_SH = ROOT / "scripts" / "kafka.sh"
 WINDOW_S = 0.25
+CPUS = len(os.sched_getaffinity(0))
 BEFORE_S = 5.0  # the "before" window of a push: this many seconds before it starts
 TAIL_S = 1.0  # the push window runs until this long after the push returned
 GEN_SEED = 3  # etl_gate.gen seed of the stream: its event names and payloads
@@ -101,6 +102,12 @@ class Broker:
                            text=True, timeout=600)
         if r.returncode != 0:
             raise RuntimeError(f"scripts/kafka.sh start failed:\n{r.stdout}\n{r.stderr}")
+
+    def pid(self) -> int | None:
+        try:
+            return int(Path(self.env["KAFKA_DATA_DIR"], "kafka.pid").read_text())
+        except (OSError, ValueError):
+            return None
 
     def wipe(self) -> None:
         subprocess.run(["bash", str(KAFKA_SH), "wipe"], env=self.env, capture_output=True,
@@ -243,7 +250,8 @@ def consumer_main(bootstrap: str, topics: list[str], partitions: int, stop: Any,
             if m.error() is not None:
                 continue
             lw.append(now_ms - m.timestamp()[1])
-            for k, v in m.headers() or ():
+            headers: list[tuple[str, bytes]] = m.headers() or []  # type: ignore[assignment]
+            for k, v in headers:
                 if k == "rules-version":
                     vw[v] += 1
                     seen.add(v)
@@ -483,6 +491,13 @@ class Results:
     timeline: list[str] = field(default_factory=list)
     snapshot_mib: float = 0.0
     gate_pid: int = 0
+    # Whole-machine CPU over the measurements, and the part not used by this
+    # benchmark's processes (broker, gate, producer, consumer, ctl, this one).
+    measured_s: float = 0.0
+    machine_busy_s: float = 0.0
+    other_cpu_s: float = 0.0
+    steal: float = 0.0
+    load_at_end: str = ""
 
 
 def run(args: argparse.Namespace, workdir: Path) -> Results:
@@ -558,6 +573,15 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
         procs.append(prod)
         print(f"stream: {args.rate:.0f} events/s; warming up {args.warmup:.0f}s", flush=True)
         stream_start = time.time() + args.warmup / 2  # steady state from here
+
+        def own_cpu() -> float:
+            assert gate is not None
+            pids = [broker.pid(), gate.pid, *_common.descendants(gate.pid), prod.pid, cons.pid]
+            ru = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+            return (sum(_common.proc_cpu_seconds(p) or 0.0 for p in pids if p)
+                    + sum(r.ru_utime + r.ru_stime for r in ru))
+
+        machine, own0, measure0 = _common.MachineCpu(), own_cpu(), time.time()
         time.sleep(max(0.0, args.warmup - BEFORE_S))
 
         pids = worker_pids(gate.pid)
@@ -612,6 +636,11 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
             time.sleep(args.delta_gap)
         client.close()
 
+        res.machine_busy_s = machine.busy_seconds()
+        res.steal = machine.busy_and_steal()[1]
+        res.other_cpu_s = res.machine_busy_s - (own_cpu() - own0)
+        res.measured_s = time.time() - measure0
+        res.load_at_end = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         stop_producer.set()
         prod.join(60)
         time.sleep(2.0)  # the last events through the gate
@@ -687,9 +716,12 @@ def report(res: Results) -> list[str]:
     machine = _common.machine_lines()
     lines += machine
     lines[-len(machine)] = machine[0].rsplit("; load average", 1)[0] + \
-        f"; load average at start {res.load_at_start}"
+        f"; load average at start {res.load_at_start}, at the end {res.load_at_end}"
     lines += [
         f"- command: `{_common.command_line()}`; code: {git_describe()}",
+        f"- CPU during the {res.measured_s:.0f} s of measurements: the machine was busy "
+        f"{res.machine_busy_s:.0f} CPU-s of {res.measured_s * CPUS:.0f}; processes outside this "
+        f"benchmark used {res.other_cpu_s:.1f} CPU-s; steal {res.steal * 100:.1f}%",
         f"- broker: Apache Kafka {_common.kafka_version()} (scripts/kafka.sh, one node) on the same "
         f"machine; gate: `etl-gate run`, 2 workers, {args.partitions} partitions, config defaults "
         "otherwise (batch 5000, batch_timeout 100 ms, linger 5 ms, lz4)",

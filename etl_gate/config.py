@@ -132,6 +132,36 @@ class ControlConfig:
     instance: str = ""  # name in status; default: the host name
 
 
+DUMP_ROLL_SECONDS = {"P0": 60.0, "P1": 300.0, "P2": 900.0}
+
+
+@dataclass(frozen=True)
+class DumpConfig:
+    """The dump stage (``etl-gate dump``, etl_gate/dump/): priority topics to Parquet."""
+
+    # Local folder (relative to the config file) or a pyarrow filesystem URI
+    # (s3://bucket/prefix, hdfs://namenode:8020/path, gs://...); <root>/<priority>/dt=/hour=/.
+    root: str = "dump"
+    group_id: str = "etl-gate-dump"  # its own consumer group, never the gate's
+    priorities: list[str] = field(default_factory=lambda: ["P0", "P1", "P2"])  # without --priority
+    user_id_field: str = "user_id"  # dotted paths of the user_id / device_id columns
+    device_id_field: str = "device_id"
+    # A Kafka partition's open files roll (become visible, offsets committed)
+    # at this many MiB of raw events, or this many seconds after their first
+    # event (per priority: the tier's landing SLA), whichever comes first.
+    roll_mb: float = 256.0
+    roll_seconds: dict[str, float] = field(default_factory=lambda: dict(DUMP_ROLL_SECONDS))
+    row_group_mb: float = 32.0  # Arrow memory buffered per open file before a row group is written
+    compression: str = "zstd"
+    janitor_interval_s: float = 3600.0  # TTL janitor period in a running dump; 0: never
+    janitor_dry_run: bool = False  # log and count what it would delete, delete nothing
+    metrics_listen: str = ""  # Prometheus /metrics of the dump process, e.g. "127.0.0.1:9465"
+
+    def roll_seconds_for(self, priority: str) -> float:
+        """A priority left out of ``roll_seconds`` keeps its default."""
+        return float(self.roll_seconds.get(priority, DUMP_ROLL_SECONDS[priority]))
+
+
 @dataclass(frozen=True)
 class GateConfig:
     workers: int = 0  # 0: one per CPU
@@ -148,6 +178,7 @@ class GateConfig:
     ttl_days: TtlConfig = field(default_factory=TtlConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     observe: ObserveConfig = field(default_factory=ObserveConfig)
+    dump: DumpConfig = field(default_factory=DumpConfig)
     # Where the file was read from, so relative paths resolve against it.
     base_dir: str = "."
 
@@ -266,10 +297,41 @@ def _validate(cfg: GateConfig) -> None:
           "control.tls_client_ca: mutual TLS needs tls_cert and tls_key too")
     check(":" in c.listen, f"control.listen: expected host:port, got {c.listen!r}")
     check(bool(c.state_dir), "control.state_dir: required")
+    _validate_dump(cfg, check)
     check(cfg.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
           f"log_level: one of DEBUG, INFO, WARNING, ERROR, got {cfg.log_level!r}")
     check(cfg.log_format in LOG_FORMATS,
           f"log_format: one of {', '.join(LOG_FORMATS)}, got {cfg.log_format!r}")
+
+
+DUMP_COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
+
+
+def _validate_dump(cfg: GateConfig, check: typing.Callable[[bool, str], None]) -> None:
+    d = cfg.dump
+    prios = ("P0", "P1", "P2")
+    check(bool(d.root), "dump.root: required")
+    check(bool(d.group_id), "dump.group_id: required")
+    # One group for two jobs would make the gate and the dump rebalance each other.
+    check(d.group_id != cfg.kafka.group_id, "dump.group_id: must differ from kafka.group_id")
+    check(bool(d.priorities), "dump.priorities: at least one priority")
+    for i, p in enumerate(d.priorities):
+        check(p in prios, f"dump.priorities[{i}]: one of P0, P1, P2, got {p!r}")
+    check(len(set(d.priorities)) == len(d.priorities), "dump.priorities: duplicates")
+    for name in ("user_id_field", "device_id_field"):
+        p = getattr(d, name)
+        check(p != "" and "" not in p.split("."), f"dump.{name}: not a dotted path: {p!r}")
+    check(d.roll_mb > 0, "dump.roll_mb: must be > 0")
+    check(set(d.roll_seconds) <= set(prios), "dump.roll_seconds: keys are P0, P1, P2")
+    for k, v in d.roll_seconds.items():
+        check(isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+              f"dump.roll_seconds.{k}: must be a number > 0, got {v!r}")
+    check(d.row_group_mb > 0, "dump.row_group_mb: must be > 0")
+    check(d.compression in DUMP_COMPRESSIONS,
+          f"dump.compression: one of {', '.join(DUMP_COMPRESSIONS)}, got {d.compression!r}")
+    check(d.janitor_interval_s >= 0, "dump.janitor_interval_s: must be >= 0 (0: never)")
+    check(not d.metrics_listen or ":" in d.metrics_listen,
+          f"dump.metrics_listen: expected host:port or empty, got {d.metrics_listen!r}")
 
 
 def parse_config(data: dict[str, Any], base_dir: str = ".") -> GateConfig:

@@ -90,6 +90,7 @@ def test_digest_is_order_independent_and_follows_deltas(tmp_path: Path) -> None:
     result = a.apply_delta(parse_delta(delta))
     s = a.snapshot()
     assert s is not None and result.rules.rule_count == 10
+    assert result.rules.app_count == 3  # a, m (settings only) and the new b
     expected = hex_digest(digest_sum(reversed(list(s.rules.values())), dict(s.apps)))
     assert result.rules.digest == expected
     # Same content pushed as a snapshot in another order: same digest.
