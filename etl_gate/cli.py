@@ -92,6 +92,43 @@ def cmd_gen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dump(args: argparse.Namespace) -> int:
+    import signal
+
+    from .dump.consumer import Dumper
+    from .dump.fs import StorageError, open_storage
+    from .dump.janitor import Janitor
+    from .dump.metrics import DumpMetrics
+
+    cfg = _config(args)
+    setup_logging(cfg.log_level, cfg.log_format)
+    priorities = list(dict.fromkeys(args.priority or cfg.dump.priorities))
+    try:
+        storage = open_storage(cfg.dump.root, cfg.base_dir)
+    except StorageError as e:
+        raise ConfigError(str(e)) from None
+    dry_run = True if args.dry_run else None
+    if args.janitor_once:
+        ttl = cfg.ttl_days
+        janitor = Janitor(storage, {"P0": ttl.P0, "P1": ttl.P1, "P2": ttl.P2},
+                          dry_run=cfg.dump.janitor_dry_run or args.dry_run)
+        reports = [janitor.run(p).as_dict() for p in priorities]
+        print(orjson.dumps(reports, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    metrics = DumpMetrics()
+    if cfg.dump.metrics_listen:
+        try:
+            metrics.serve(cfg.dump.metrics_listen)
+        except OSError as e:
+            raise ConfigError(f"dump.metrics_listen: {cfg.dump.metrics_listen}: {e}") from None
+    dumper = Dumper(cfg, priorities, storage, metrics=metrics, janitor_dry_run=dry_run)
+    signal.signal(signal.SIGTERM, dumper.stop)
+    signal.signal(signal.SIGINT, dumper.stop)
+    totals = dumper.run(max_events=args.max_events)
+    print(orjson.dumps(totals, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etl-gate", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -138,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help="gate config (for kafka.bootstrap_servers)")
     g.add_argument("--bootstrap")
     g.set_defaults(func=cmd_gen)
+
+    d = sub.add_parser("dump", help="dump priority topics to Parquet (Hive partitions, TTL janitor)")
+    d.add_argument("--config", required=True)
+    d.add_argument("--bootstrap", help="override kafka.bootstrap_servers")
+    d.add_argument("--priority", nargs="+", choices=["P0", "P1", "P2"],
+                   help="priorities to dump (default dump.priorities); one process each is normal")
+    d.add_argument("--max-events", type=int, default=0,
+                   help="stop cleanly once this many events were consumed (tests, benchmarks)")
+    d.add_argument("--janitor-once", action="store_true",
+                   help="run the TTL janitor once for the priorities, print what it did, exit")
+    d.add_argument("--dry-run", action="store_true",
+                   help="the janitor only reports what it would delete")
+    d.set_defaults(func=cmd_dump)
 
     add_ctl_parser(sub)
     return p

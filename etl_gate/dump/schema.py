@@ -120,14 +120,15 @@ class RowExtractor:
         nbytes = unparsed = fallbacks = 0
         has_text = False  # some raw value was decoded to text (not JSON)
         for m in msgs:
-            raw = m.value()
+            value = m.value()
+            raw: bytes | str | None = value
             obj: Any = None
-            if raw is not None:
-                nbytes += len(raw)
+            if value is not None:
+                nbytes += len(value)
                 try:
-                    obj = loads(raw)
+                    obj = loads(value)
                 except decode_error:
-                    raw = _decode_raw(raw)
+                    raw = _decode_raw(value)
                     has_text = True
             if type(obj) is dict:
                 apps.append(text(get_app(obj)))
