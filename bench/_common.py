@@ -6,7 +6,10 @@ import os
 import platform
 import re
 import shlex
+import socket
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -200,3 +203,53 @@ class MachineCpu:
         """CPU seconds spent busy, all CPUs together."""
         d = self._delta()
         return (sum(d) - d[3] - d[4] - d[7]) / CLK_TCK
+
+
+# -- the broker -------------------------------------------------------------
+
+KAFKA_SH = Path(__file__).resolve().parent.parent / "scripts" / "kafka.sh"
+
+
+def free_port(taken: set[int]) -> int:
+    """A free loopback port not in ``taken`` (and now in it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+class Broker:
+    """Our own broker via scripts/kafka.sh (free ports, temp data dir), or a given one."""
+
+    def __init__(self, bootstrap: str | None = None) -> None:
+        self.bootstrap = bootstrap or ""
+        self.own = not bootstrap
+        self.env: dict[str, str] | None = None
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        if not self.own:
+            return
+        taken: set[int] = set()
+        port = free_port(taken)
+        self.env = {**os.environ, "KAFKA_DATA_DIR": tempfile.mkdtemp(prefix="etl-gate-bench-kafka-"),
+                    "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port(taken))}
+        r = subprocess.run(["bash", str(KAFKA_SH), "start"], env=self.env, capture_output=True,
+                           text=True, timeout=600)
+        if r.returncode != 0:
+            self.wipe()
+            raise RuntimeError(f"scripts/kafka.sh start failed:\n{r.stdout}\n{r.stderr}")
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.pid = int(Path(self.env["KAFKA_DATA_DIR"], "kafka.pid").read_text())
+
+    def wipe(self) -> None:
+        if self.env is not None:
+            subprocess.run(["bash", str(KAFKA_SH), "wipe"], env=self.env, capture_output=True,
+                           timeout=120)
+            self.env = None
+
+    def cpu_seconds(self) -> float | None:
+        return proc_cpu_seconds(self.pid) if self.pid else None

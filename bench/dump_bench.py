@@ -22,11 +22,9 @@ bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,44 +45,7 @@ from etl_gate.core import PRIORITIES, build_decider, parse_snapshot
 from etl_gate.gen import Generator, GenSpec
 
 ROOT = _common.ROOT
-KAFKA_SH = ROOT / "scripts" / "kafka.sh"
 POLL_S = 0.2
-
-
-def free_port(taken: set[int]) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            return port
-
-
-class Broker:
-    """Our own broker via scripts/kafka.sh (free ports, temp data dir), or a given one."""
-
-    def __init__(self, bootstrap: str | None) -> None:
-        self.bootstrap = bootstrap or ""
-        self.env: dict[str, str] | None = None
-
-    def start(self) -> None:
-        if self.bootstrap:
-            return
-        port = free_port(set())
-        self.env = {**os.environ, "KAFKA_DATA_DIR": tempfile.mkdtemp(prefix="etl-gate-dumpbench-"),
-                    "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port({port}))}
-        r = subprocess.run(["bash", str(KAFKA_SH), "start"], env=self.env, capture_output=True,
-                           text=True, timeout=600)
-        if r.returncode != 0:
-            self.wipe()
-            raise RuntimeError(f"scripts/kafka.sh start failed:\n{r.stdout}\n{r.stderr}")
-        self.bootstrap = f"127.0.0.1:{port}"
-
-    def wipe(self) -> None:
-        if self.env is not None:
-            subprocess.run(["bash", str(KAFKA_SH), "wipe"], env=self.env, capture_output=True,
-                           timeout=120)
-            self.env = None
 
 
 @dataclass
@@ -292,7 +253,7 @@ def main() -> int:
 
     machine = _common.machine_lines()
     code = _common.code_state()
-    broker = Broker(args.bootstrap)
+    broker = _common.Broker(args.bootstrap)
     workdir = Path(tempfile.mkdtemp(prefix="etl-gate-dumpbench-work-"))
     topic = f"dumpbench-{uuid.uuid4().hex[:8]}.p0"
     runs: list[Run] = []

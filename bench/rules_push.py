@@ -38,7 +38,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 ROOT = _common.ROOT
-KAFKA_SH = ROOT / "scripts" / "kafka.sh"
 WINDOW_S = 0.25
 CPUS = len(os.sched_getaffinity(0))
 BEFORE_S = 5.0  # the "before" window of a push: this many seconds before it starts
@@ -73,45 +71,6 @@ def etl_gate_command() -> list[str]:
     """The installed console script next to this interpreter (no pyenv shim)."""
     script = Path(sys.executable).with_name("etl-gate")
     return [str(script)] if script.exists() else [sys.executable, "-m", "etl_gate"]
-
-
-def free_port(taken: set[int]) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            taken.add(port)
-            return port
-
-
-# -- broker ----------------------------------------------------------------------
-
-
-class Broker:
-    """A broker of our own via scripts/kafka.sh: free ports, temp data dir."""
-
-    def __init__(self, ports: set[int]) -> None:
-        port = free_port(ports)
-        self.bootstrap = f"127.0.0.1:{port}"
-        self.env = {**os.environ, "KAFKA_DATA_DIR": tempfile.mkdtemp(prefix="etl-gate-rp-kafka-"),
-                    "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port(ports))}
-
-    def start(self) -> None:
-        r = subprocess.run(["bash", str(KAFKA_SH), "start"], env=self.env, capture_output=True,
-                           text=True, timeout=600)
-        if r.returncode != 0:
-            raise RuntimeError(f"scripts/kafka.sh start failed:\n{r.stdout}\n{r.stderr}")
-
-    def pid(self) -> int | None:
-        try:
-            return int(Path(self.env["KAFKA_DATA_DIR"], "kafka.pid").read_text())
-        except (OSError, ValueError):
-            return None
-
-    def wipe(self) -> None:
-        subprocess.run(["bash", str(KAFKA_SH), "wipe"], env=self.env, capture_output=True,
-                       timeout=120)
 
 
 # -- rules -------------------------------------------------------------------------
@@ -504,17 +463,18 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
     res = Results(args, time.time(),
                   load_at_start=" ".join(Path("/proc/loadavg").read_text().split()[:3]))
     ports: set[int] = set()
-    broker = Broker(ports)
+    broker = _common.Broker()
     ctx = mp.get_context("spawn")
     stop_producer, stop_consumer, ready = ctx.Event(), ctx.Event(), ctx.Event()
     procs: list[Any] = []
     gate: subprocess.Popen[bytes] | None = None
     gate_log = workdir / "gate.log"
     try:
-        print(f"broker: starting on {broker.bootstrap} ...", flush=True)
+        print("broker: starting ...", flush=True)
         broker.start()
-        target = f"127.0.0.1:{free_port(ports)}"
-        config = write_config(workdir, broker.bootstrap, target, f"127.0.0.1:{free_port(ports)}",
+        print(f"broker: {broker.bootstrap}", flush=True)
+        target = f"127.0.0.1:{_common.free_port(ports)}"
+        config = write_config(workdir, broker.bootstrap, target, f"127.0.0.1:{_common.free_port(ports)}",
                               args.partitions)
         _, r = run_cli("topics", "--config", str(config))
         if r.returncode != 0:
@@ -576,7 +536,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
 
         def own_cpu() -> float:
             assert gate is not None
-            pids = [broker.pid(), gate.pid, *_common.descendants(gate.pid), prod.pid, cons.pid]
+            pids = [broker.pid, gate.pid, *_common.descendants(gate.pid), prod.pid, cons.pid]
             ru = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
             return (sum(_common.proc_cpu_seconds(p) or 0.0 for p in pids if p)
                     + sum(r.ru_utime + r.ru_stime for r in ru))

@@ -36,11 +36,9 @@ import os
 import re
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -62,7 +60,6 @@ from etl_gate.kafka.loader import produce_events
 from etl_gate.kafka.topics import create_topics
 
 ROOT = _common.ROOT
-KAFKA_SH = ROOT / "scripts" / "kafka.sh"
 POLL_S = 0.2  # committed-offset polling period (the time resolution of a run)
 # "gate-no-stats": the gate with per-event statistics off (observe.stats_enabled =
 # false), to measure what observability costs (issue 4: at most 10%).
@@ -70,47 +67,6 @@ MODES = ("passthrough", "etl-gate", "gate-no-stats")
 
 
 # -- the broker -------------------------------------------------------------
-
-def _free_port(taken: set[int]) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            return port
-
-
-class Broker:
-    """Our own broker via scripts/kafka.sh (free ports, temp data dir), or a given one."""
-
-    def __init__(self, bootstrap: str | None) -> None:
-        self.bootstrap = bootstrap or ""
-        self.own = not bootstrap
-        self.env: dict[str, str] | None = None
-        self.pid: int | None = None
-
-    def start(self) -> None:
-        if not self.own:
-            return
-        port = _free_port(set())
-        self.env = {**os.environ, "KAFKA_DATA_DIR": tempfile.mkdtemp(prefix="etl-gate-bench-kafka-"),
-                    "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(_free_port({port}))}
-        r = subprocess.run(["bash", str(KAFKA_SH), "start"], env=self.env, capture_output=True,
-                           text=True, timeout=600)
-        if r.returncode != 0:
-            raise RuntimeError(f"scripts/kafka.sh start failed:\n{r.stdout}\n{r.stderr}")
-        self.bootstrap = f"127.0.0.1:{port}"
-        self.pid = int(Path(self.env["KAFKA_DATA_DIR"], "kafka.pid").read_text())
-
-    def wipe(self) -> None:
-        if self.env is not None:
-            subprocess.run(["bash", str(KAFKA_SH), "wipe"], env=self.env, capture_output=True,
-                           timeout=120)
-            self.env = None
-
-    def cpu_seconds(self) -> float | None:
-        return _common.proc_cpu_seconds(self.pid) if self.pid else None
-
 
 # -- topics -----------------------------------------------------------------
 
@@ -149,7 +105,7 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 @dataclass
 class Setup:
     args: argparse.Namespace
-    broker: Broker
+    broker: _common.Broker
     workdir: Path
     prefix: str
     input_topic: str
@@ -192,10 +148,10 @@ p2 = "{out_prefix}.p2"
 dlq = "{out_prefix}.dlq"
 partitions = {self.args.partitions}
 [control]
-listen = "127.0.0.1:{_free_port(set())}"
+listen = "127.0.0.1:{_common.free_port(set())}"
 state_dir = "state-{name}"
 [observe]
-metrics_listen = "127.0.0.1:{_free_port(set())}"
+metrics_listen = "127.0.0.1:{_common.free_port(set())}"
 stats_enabled = {"true" if stats else "false"}
 """)
         return load_config(path)
@@ -208,7 +164,7 @@ def _inline_table(options: list[tuple[str, Any]]) -> str:
                            for k, v in options) + "}"
 
 
-def preload(args: argparse.Namespace, broker: Broker, workdir: Path) -> Setup:
+def preload(args: argparse.Namespace, broker: _common.Broker, workdir: Path) -> Setup:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     setup = Setup(args, broker, workdir, prefix, f"{prefix}.raw", {}, Counter(), 0, 0.0)
     # Event times (also the Kafka timestamps) end now: older ones fall to the
@@ -733,7 +689,7 @@ def main() -> int:
     started = time.perf_counter()
     workdir = ROOT / "bench" / "out" / time.strftime("throughput-%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
-    broker = Broker(args.bootstrap)
+    broker = _common.Broker(args.bootstrap)
     live: list[Any] = []  # child processes to stop if we are interrupted
     setup: Setup | None = None
     runs: list[Run] = []
