@@ -166,7 +166,7 @@ class DumpConfig:
 class GateConfig:
     workers: int = 0  # 0: one per CPU
     rules_file: str = ""
-    rules_reload_s: float = 2.0  # how often workers look for a changed rules file
+    rules_reload_s: float = 2.0  # how often the supervisor looks for a changed rules file
     sampling_seed: int = 0
     quarantine_sample_rate: float = 0.0
     log_level: str = "INFO"
