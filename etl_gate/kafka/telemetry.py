@@ -9,6 +9,8 @@ surge checks (``etl_gate/observe.py``).
 
 from __future__ import annotations
 
+import logging
+import queue
 import time
 from bisect import bisect_left
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from ..core import OUTCOMES
 from ..metrics import BATCH_BUCKETS, LATENCY_BUCKETS
 
+log = logging.getLogger(__name__)
 N_OUT = len(OUTCOMES)
 ROW = 2 * N_OUT + 1  # counts per outcome, bytes per outcome, last routed priority (-1)
 PRIO = 2 * N_OUT
@@ -36,6 +39,7 @@ class WorkerTelemetry:
         self.interval_s = interval_s
         self.clock = clock
         self._last = clock()
+        self.dropped = 0
         self.reset()
 
     def reset(self) -> None:
@@ -70,12 +74,21 @@ class WorkerTelemetry:
     def flush(self, lag: dict[int, int], queue_depth: int, rules_version: int) -> None:
         now = self.clock()
         if self.queue is not None:
-            self.queue.put({
+            report = {
                 "worker": self.worker, "seconds": now - self._last, "stats": self.stats,
                 "out_bytes": self.out_bytes, "out_events": self.out_events,
                 "latency": self.latency, "latency_sum_ms": self.latency_sum_ms,
                 "batch": self.batch, "batch_sum": self.batch_sum, "lag": lag,
                 "queue_depth": queue_depth, "rules_version": rules_version,
-            })
+            }
+            try:
+                # Never block the hot loop on a slow supervisor: drop the
+                # report (metrics lose one interval) and say so.
+                self.queue.put_nowait(report)
+            except queue.Full:
+                self.dropped += 1
+                if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                    log.warning("worker %d: telemetry queue full; %d reports dropped",
+                                self.worker, self.dropped)
         self._last = now
         self.reset()
