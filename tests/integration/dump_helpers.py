@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pyarrow.dataset as ds
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from .helpers import ROOT, STARTED, GateEnv
 
@@ -108,19 +108,7 @@ def stop_dump(proc: subprocess.Popen[bytes], timeout: float = 60) -> dict[str, i
 
 
 def committed(env: GateEnv, group: str, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": env.bootstrap, "group.id": group})
-    try:
-        parts = [TopicPartition(topic, p) for p in range(env.partitions)]
-        for attempt in range(20):
-            try:
-                return {tp.partition: tp.offset for tp in c.committed(parts, timeout=10)}
-            except KafkaException:
-                if attempt == 19:
-                    raise
-                time.sleep(0.25)
-        raise AssertionError("unreachable")
-    finally:
-        c.close()
+    return env.committed(group, topic)
 
 
 def fully_committed(env: GateEnv, group: str, topics: Iterable[str]) -> bool:

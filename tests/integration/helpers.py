@@ -188,10 +188,11 @@ state_dir = "state-{name}"
         finally:
             c.close()
 
-    def committed(self) -> dict[int, int]:
+    def committed(self, group: str | None = None, topic: str | None = None) -> dict[int, int]:
+        """Committed offsets of a group (default: the gate's) on a topic (default: the input)."""
         cfg = self.cfg
-        topic = cfg.kafka.input_topic
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": cfg.kafka.group_id})
+        topic = topic or cfg.kafka.input_topic
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group or cfg.kafka.group_id})
         try:
             parts = [TopicPartition(topic, p) for p in range(self.partitions)]
             for attempt in range(20):
