@@ -18,8 +18,9 @@ from typing import Any
 import mmh3
 import orjson
 
-from .fields import MISSING, Getter, compile_path, event_time_ms, first_present
+from .fields import MISSING, Getter, event_time_ms, first_present
 from .packed import PackedDelta, PackedRules, pack
+from .reader import DECODE_ERRORS, INVALID, EventReader, orjson_value, reader_getter
 from .rules import PRIORITIES, BaseVersionMismatch, Rule, RulesSnapshot, app_text
 
 # Outcomes (SPEC section 3). Ints so adapters can count into a list by index.
@@ -164,11 +165,12 @@ class Decider:
         self.last_event = ""
         self.settings = settings
         self._seed = settings.seed
-        self._get_app = compile_path(settings.app_path)
-        self._get_event = compile_path(settings.event_path)
-        self._get_time = compile_path(settings.time_path)
-        self._default_keys = tuple(compile_path(p) for p in settings.sample_keys)
+        self._get_app = reader_getter(settings.app_path)
+        self._get_event = reader_getter(settings.event_path)
+        self._get_time = reader_getter(settings.time_path)
+        self._default_keys = tuple(reader_getter(p) for p in settings.sample_keys)
         self._key_cache: dict[str, tuple[Getter, ...]] = {}
+        self._set_reader({r.sample_key for r in packed.special if r.sample_key is not None})
         self._quarantine_threshold = threshold(settings.quarantine_rate)
         self._clock_ms = 0
         self._make_verdicts()
@@ -184,6 +186,15 @@ class Decider:
             self._set_rule(self._app(rule.app), rule)
         # The worker reads input timestamps only when some rule has a cap.
         self.has_rate_caps = any(r.max_rate is not None and not r.offline for r in packed.special)
+
+    def _set_reader(self, rule_keys: set[str]) -> None:
+        """The decoder of this version: it reads the configured paths and
+        every rule's own sample key."""
+        st = self.settings
+        self._reader = EventReader({st.app_path, st.event_path, st.time_path, *st.sample_keys,
+                                    *rule_keys})
+        self._decode = self._reader.decode
+        self._struct = self._reader.struct
 
     def _make_verdicts(self) -> None:
         """The verdicts of this version: their headers name it."""
@@ -226,7 +237,7 @@ class Decider:
         getters = self._default_keys
         if rule.sample_key is not None:
             getters = self._key_cache.get(rule.sample_key) or self._key_cache.setdefault(
-                rule.sample_key, (compile_path(rule.sample_key),))
+                rule.sample_key, (reader_getter(rule.sample_key),))
         bucket = None
         if rule.max_rate is not None and not rule.offline:
             bucket = TokenBucket(rule.max_rate * self.settings.rate_share)
@@ -262,6 +273,9 @@ class Decider:
         new.version = delta.version
         new._apps = apps
         new._key_cache = dict(self._key_cache)
+        keys = {r.sample_key for r in delta.upserts if r.sample_key is not None}
+        if not all(map(self._reader.covers, keys)):
+            new._set_reader(keys | self._reader.paths)
         new._make_verdicts()
         for vkey in self._passes:
             new._pass_verdict(vkey)
@@ -280,17 +294,20 @@ class Decider:
     def decide(self, raw: bytes, ts_ms: int | None = None) -> Verdict:
         """Decide one event. ``ts_ms`` is the clock for rate caps: the input's
         Kafka timestamp; ``None`` uses the event's own time field (replay)."""
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return _MALFORMED["invalid_json"]
-        if type(obj) is not dict:
-            return _MALFORMED["not_object"]
+        if raw.isascii():  # the common case; see reader.py for the others
+            try:
+                obj = self._decode(raw)
+            except DECODE_ERRORS:
+                obj = self._reader.read(raw)
+        else:
+            obj = self._reader.read(raw)
+        if type(obj) is not self._struct:
+            return _MALFORMED["invalid_json" if obj is INVALID else "not_object"]
         app = self._get_app(obj)
         if type(app) is not str:
             if app is MISSING:
                 return _MALFORMED["missing_app"]
-            app = app_text(app)
+            app = app_text(orjson_value(app))
             if app is None:
                 return _MALFORMED["bad_app"]
         event = self._get_event(obj)
@@ -319,7 +336,7 @@ class Decider:
             return _SAMPLED_OUT
         if rule.bucket is not None:
             if ts_ms is None:
-                t = event_time_ms(self._get_time(obj))
+                t = event_time_ms(orjson_value(self._get_time(obj)))
                 if t is not None and t > self._clock_ms:
                     self._clock_ms = t
                 ts_ms = self._clock_ms
@@ -333,15 +350,13 @@ class Decider:
         Sampling and caps are not re-applied: the event already passed them."""
         if not self.settings.tag_headers:
             return None
-        try:
-            obj = orjson.loads(raw)
-            app = app_text(self._get_app(obj))
+        obj = self._reader.read(raw)
+        if type(obj) is self._struct:
+            app = app_text(orjson_value(self._get_app(obj)))
             capp = self._apps.get(app) if app is not None else None
             rule = capp.events.get(self._get_event(obj)) if capp is not None else None
             if isinstance(rule, _CompiledRule):
                 return self._passes[rule.vkey].headers
-        except (orjson.JSONDecodeError, AttributeError, TypeError):
-            pass
         return self._plain[priority].headers
 
     def _hash(self, obj: object, raw: bytes, getters: tuple[Getter, ...]) -> int:
@@ -351,7 +366,7 @@ class Decider:
         elif type(value) is str:
             key = value.encode()
         else:
-            key = orjson.dumps(value)
+            key = orjson.dumps(orjson_value(value))
         return mmh3.hash(key, self._seed, signed=False)
 
 
