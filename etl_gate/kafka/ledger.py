@@ -1,86 +1,104 @@
 """Which input offsets are safe to commit (the at-least-once bookkeeping).
 
-Every consumed batch becomes a ``Batch`` in a FIFO. A batch is done when all
-the messages produced for it are acknowledged by the broker; an input offset
-becomes safe only when its batch and every batch before it are done, so a
-commit never runs ahead of an unacknowledged output. One delivery callback
-per batch (a bound method), no per-message closures.
+Checkpoints, the way Kafka Streams and Quix Streams commit: the worker
+records how far it has consumed each partition; at a checkpoint (every
+``commit_interval_ms``, on revoke, on shutdown) it flushes the producer, and
+only if every output produced so far was acknowledged, with no delivery
+error, does it commit those offsets. A commit therefore never runs ahead of an
+unacknowledged output.
+
+Why not a delivery callback per message, marking batches done: confluent-kafka
+makes a per-message ``on_delivery`` expensive (about 2.2 us per produce on
+this machine, more than the whole decision; bench/RESULTS.md), and serving
+one Python callback per acknowledgement costs again in ``poll``. Here the
+producer reports errors only (``delivery.report.only.error``), to one
+callback; the price is a flush per checkpoint (linger plus a round trip, a
+few ms a second).
+
+A delivery error means some outputs since the last commit may be missing.
+The worker then rewinds: every assigned partition goes back to its last
+committed offset and is consumed again (duplicates, never loss), except for
+outputs the broker refuses for good (too large, say), which go to the DLQ.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 
-class Batch:
-    __slots__ = ("pending", "sealed", "offsets", "failures", "decider", "side_headers")
-
-    def __init__(self, decider: Any = None) -> None:
-        self.pending = 0  # produced - acknowledged; may dip below 0 before seal
-        self.sealed = False
-        self.offsets: dict[int, int] = {}  # partition -> next offset to consume
+class Checkpoints:
+    def __init__(self) -> None:
+        self.consumed: dict[int, int] = {}  # partition -> next offset, produced
+        # partition -> next offset, proven safe by a checkpoint and committed
+        # (a failed commit request leaves it safe: it is only sent again).
+        self.committed: dict[int, int] = {}
+        self.recommit: set[int] = set()  # partitions whose last commit failed
+        # Where each partition started in this assignment: the rewind target
+        # of a partition with nothing committed by us yet.
+        self.start: dict[int, int] = {}
         self.failures: list[tuple[Any, Any]] = []
-        # Delivery reports carry no headers, so a retry rebuilds them: routed
-        # outputs from the decider that decided the batch, DLQ/quarantine
-        # outputs (rare) from this map of payload -> headers.
-        self.decider = decider
-        self.side_headers: dict[bytes, Any] = {}
 
-    def on_delivery(self, err: Any, msg: Any) -> None:
-        if err is None:
-            self.pending -= 1
-        else:
-            # Stays pending; the worker re-produces it outside the callback.
+    def on_delivery_error(self, err: Any, msg: Any) -> None:
+        """The producer's delivery callback; with delivery.report.only.error
+        it runs for failed deliveries only (inside poll/flush)."""
+        if err is not None:
             self.failures.append((err, msg))
 
-    def seal(self, produced: int, offsets: dict[int, int]) -> None:
-        self.pending += produced
-        self.offsets = offsets
-        self.sealed = True
+    def note(self, offsets: dict[int, int], msgs: list[Any]) -> None:
+        """A batch was routed: ``offsets`` is the next offset per partition of
+        its messages ``msgs`` (scanned only for a partition seen first)."""
+        start, committed = self.start, self.committed
+        new = [p for p in offsets if p not in start and p not in committed]
+        if new:
+            for m in msgs:
+                p = m.partition()
+                if p in new and p not in start and m.error() is None:
+                    start[p] = m.offset()
+        self.consumed.update(offsets)
 
     @property
-    def done(self) -> bool:
-        return self.sealed and self.pending == 0
+    def dirty(self) -> bool:
+        """Consumed past the last commit."""
+        committed = self.committed
+        return bool(self.recommit) or any(committed.get(p) != o
+                                          for p, o in self.consumed.items())
 
+    def pending(self) -> dict[int, int]:
+        """The offsets a successful checkpoint would commit."""
+        committed, again = self.committed, self.recommit
+        return {p: o for p, o in self.consumed.items() if committed.get(p) != o or p in again}
 
-class Ledger:
-    def __init__(self) -> None:
-        self.batches: deque[Batch] = deque()
-        self.safe: dict[int, int] = {}  # partition -> next offset, acknowledged
-        self.dirty = False  # safe offsets not yet committed
+    def mark_committed(self, offsets: dict[int, int]) -> None:
+        self.committed.update(offsets)
+        self.recommit.difference_update(offsets)
 
-    def open(self, decider: Any = None) -> Batch:
-        batch = Batch(decider)
-        self.batches.append(batch)
-        return batch
+    def commit_failed(self, partitions: list[int]) -> None:
+        self.recommit.update(p for p in partitions if p in self.consumed)
 
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def failures(self) -> list[tuple[Batch, Any, Any]]:
-        out: list[tuple[Batch, Any, Any]] = []
-        for batch in self.batches:
-            if batch.failures:
-                out.extend((batch, err, msg) for err, msg in batch.failures)
-                batch.failures = []
+    def take_failures(self) -> list[tuple[Any, Any]]:
+        out, self.failures = self.failures, []
         return out
 
-    def advance(self) -> bool:
-        """Move finished batches at the head into ``safe``; True if any moved."""
-        moved = False
-        batches = self.batches
-        while batches and batches[0].done:
-            self.safe.update(batches.popleft().offsets)
-            moved = True
-        if moved:
-            self.dirty = True
-        return moved
+    def rewind_targets(self) -> dict[int, int]:
+        """Where each partition must be consumed from again after a delivery
+        error: its last commit, else where this assignment started."""
+        targets: dict[int, int] = {}
+        for p in self.consumed:
+            target = self.committed.get(p, self.start.get(p))
+            if target is not None:
+                targets[p] = target
+        return targets
+
+    def rewound(self, targets: dict[int, int]) -> None:
+        for p, o in targets.items():
+            self.consumed[p] = o
+            if p not in self.committed:
+                self.start[p] = o
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions taken away: their offsets are no longer ours to commit."""
         for p in partitions:
-            self.safe.pop(p, None)
-        for batch in self.batches:
-            for p in partitions:
-                batch.offsets.pop(p, None)
+            self.consumed.pop(p, None)
+            self.committed.pop(p, None)
+            self.start.pop(p, None)
+            self.recommit.discard(p)

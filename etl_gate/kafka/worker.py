@@ -1,8 +1,8 @@
 """One worker process: consume a batch, decide it, route it, commit what is safe.
 
 The loop is the canonical at-least-once loop (confluent-kafka's
-examples/consumer.py) with one change: an offset is committed only after the
-broker acknowledged every output produced for the events before it (see
+examples/consumer.py) with one change: an offset is committed only at a
+checkpoint that proved every output produced before it acknowledged (see
 ``ledger.py``). Everything per event is in ``_route_batch``; everything else
 runs per batch.
 """
@@ -23,7 +23,7 @@ from ..core import MALFORMED, OUTCOMES, PRIORITIES, FieldTagger
 from ..core.surge import SurgeGuard
 from ..rules_source import RulesHolder
 from .clients import consumer_config, producer_config
-from .ledger import Batch, Ledger
+from .ledger import Checkpoints
 from .rules_feed import RulesFeed
 from .telemetry import PRIO, WorkerTelemetry, new_row
 
@@ -63,7 +63,7 @@ class Worker:
         self.tagger = FieldTagger(cfg.tag.field) if cfg.tag.field else None
         self.topics = cfg.topics.priority_topics
         self.input_topic = cfg.kafka.input_topic
-        self.ledger = Ledger()
+        self.checkpoints = Checkpoints()
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self._last_commit = 0.0
@@ -93,7 +93,10 @@ class Worker:
         self._set_state(WorkerState.STARTING)
         self.counters[C_LAG] = -1
         self.feed.start()
-        self.producer = Producer(producer_config(self.cfg, self.index))
+        self.producer = Producer({**producer_config(self.cfg, self.index),
+                                  # One callback, for failed deliveries only (ledger.py).
+                                  "on_delivery": self.checkpoints.on_delivery_error,
+                                  "delivery.report.only.error": True})
         self._set_state(WorkerState.WAITING)
         self._partitions = self._output_partitions()
         # A gate that has no rules yet does not consume: its events wait in Kafka.
@@ -121,14 +124,22 @@ class Worker:
         poll = self.producer.poll
         batch_size = self.cfg.kafka.batch_size
         timeout = self.cfg.kafka.batch_timeout_ms / 1000.0
-        max_inflight = self.cfg.kafka.max_inflight_batches
+        max_queued = self.cfg.kafka.max_inflight_batches * batch_size
+        producer = self.producer
         while self.running:
-            msgs = consume(batch_size, timeout)
+            # Take what has arrived; block (for one message) only when nothing
+            # has. consume(n, timeout) would wait for n messages or the whole
+            # timeout, which is latency at any rate below n per timeout.
+            msgs = consume(batch_size, 0)
+            if not msgs:
+                msgs = consume(1, timeout)
+                if msgs and batch_size > 1:
+                    msgs += consume(batch_size - 1, 0)
             if msgs:
                 self._route_batch(msgs)
             poll(0)
             self._settle()
-            while len(self.ledger) > max_inflight and self.running:
+            while len(producer) > max_queued and self.running:
                 poll(0.05)  # backpressure: wait for the broker to acknowledge
                 self._settle()
             if self.telemetry.due():
@@ -180,11 +191,11 @@ class Worker:
 
     def _shutdown(self) -> None:
         """Drain: every produced output acknowledged, safe offsets committed."""
-        if self.producer is not None:
-            self._flush(timeout_s=60.0)
         if self.consumer is not None:
-            self._commit(asynchronous=False)
+            self._checkpoint(asynchronous=False, timeout_s=60.0)
             self.consumer.close()
+        elif self.producer is not None:
+            self.producer.flush(60.0)
         log.info("worker %d stopped", self.index)
 
     # -- per batch ---------------------------------------------------------
@@ -198,9 +209,6 @@ class Worker:
         produce = self.producer.produce
         topics = self.topics
         tagger = self.tagger
-        batch = self.ledger.open(decider)
-        side = batch.side_headers
-        cb = batch.on_delivery
         counts = [0] * N_OUT
         nparts = self._partitions
         offsets: dict[int, int] = {}
@@ -210,7 +218,7 @@ class Worker:
         surge = self.surge.table
         timestamps: list[int] = []
         add_ts = timestamps.append
-        produced = routed = dlq = quarantined = nbytes = n = 0
+        routed = dlq = quarantined = nbytes = n = 0
         for m in msgs:
             if m.error() is not None:
                 self._consumer_error(m.error())
@@ -253,29 +261,25 @@ class Worker:
             if prio >= 0:
                 payload = tagger.tag(raw, PRIORITIES[prio]) if tagger is not None else raw
                 self._produce(produce, topics[prio], part % nparts[prio], payload, m.key(),
-                              headers, ts, cb)
+                              headers, ts)
                 routed += 1
                 out_events[prio] += 1
                 out_bytes[prio] += len(payload)
             elif outcome == MALFORMED:
-                hdrs = side[raw] = self._source_headers(m, v.reason or "malformed",
-                                                        decider.version)
+                hdrs = self._source_headers(m, v.reason or "malformed", decider.version)
                 self._produce(produce, self.cfg.topics.dlq, part % nparts[3], raw, m.key(),
-                              hdrs, ts, cb)
+                              hdrs, ts)
                 dlq += 1
                 out_events[3] += 1
                 out_bytes[3] += size
             elif v.quarantine:
-                hdrs = side[raw] = self._source_headers(m, "unregistered", decider.version)
+                hdrs = self._source_headers(m, "unregistered", decider.version)
                 self._produce(produce, self.cfg.topics.quarantine, part % nparts[4], raw,
-                              m.key(), hdrs, ts, cb)
+                              m.key(), hdrs, ts)
                 quarantined += 1
                 out_events[4] += 1
                 out_bytes[4] += size
-            else:
-                continue
-            produced += 1
-        batch.seal(produced, offsets)
+        self.checkpoints.note(offsets, msgs)
         c = self.counters
         for i in range(N_OUT):
             if counts[i]:
@@ -288,17 +292,16 @@ class Worker:
         tel.observe_batch(time.perf_counter() - started, int(time.time() * 1000), timestamps)
 
     def _produce(self, produce: Callable[..., None], topic: str, partition: int, value: bytes,
-                 key: Any, headers: Any, ts: int, cb: Callable[[Any, Any], None]) -> None:
+                 key: Any, headers: Any, ts: int) -> None:
         while True:
             try:
                 if ts > 0:
-                    produce(topic, value, key, partition, headers=headers, timestamp=ts,
-                            on_delivery=cb)
+                    produce(topic, value, key, partition, headers=headers, timestamp=ts)
                 else:
-                    produce(topic, value, key, partition, headers=headers, on_delivery=cb)
+                    produce(topic, value, key, partition, headers=headers)
                 return
             except BufferError:
-                # Producer queue full: serve delivery reports until there is room.
+                # Producer queue full: let it drain until there is room.
                 assert self.producer is not None
                 self.producer.poll(0.05)
 
@@ -319,89 +322,118 @@ class Worker:
     # -- acknowledgements and commits -------------------------------------
 
     def _settle(self) -> None:
-        """Retry failed deliveries, move finished batches, commit on interval."""
-        failures = self.ledger.failures()
-        if failures:
-            self._retry(failures)
-        self.ledger.advance()
+        """Act on delivery errors; checkpoint on interval."""
+        if self.checkpoints.failures:
+            self._on_failures()
         now = time.monotonic()
-        if self.ledger.dirty and now - self._last_commit >= self.cfg.kafka.commit_interval_ms / 1000:
-            self._commit(asynchronous=True)
+        if now - self._last_commit >= self.cfg.kafka.commit_interval_ms / 1000:
             self._last_commit = now
+            if self.checkpoints.dirty:
+                self._checkpoint(asynchronous=True, timeout_s=30.0)
 
-    def _retry(self, failures: list[tuple[Batch, Any, Any]]) -> None:
-        """Re-produce outputs the producer gave up on; they stay pending, so
-        their input offsets are not committed until they land."""
-        assert self.producer is not None
-        produce = self.producer.produce
-        for batch, err, msg in failures:
-            topic, value = msg.topic(), msg.value()
-            headers = batch.side_headers.get(value)
-            if headers is None and topic in self.topics:
-                headers = batch.decider.headers_for(value, self.topics.index(topic))
-            if not err.retriable() and err.code() != KafkaError._MSG_TIMED_OUT \
-                    and topic != self.cfg.topics.dlq:
-                # Permanent for this topic (e.g. too large): keep it in the DLQ.
-                log.error("worker %d: output to %s failed permanently (%s); sending to %s",
-                          self.index, topic, err, self.cfg.topics.dlq)
-                headers = [("error", b"produce_failed"), ("error-detail", str(err).encode()),
-                           ("target-topic", topic.encode())] + list(headers or [])
-                topic = self.cfg.topics.dlq
-            else:
-                log.warning("worker %d: delivery to %s failed (%s); retrying", self.index, topic,
-                            err)
-                time.sleep(_RETRY_BACKOFF_S)
-            ts = msg.timestamp()[1]
-            self._produce(produce, topic, msg.partition() if topic == msg.topic() else -1,
-                          value, msg.key(), headers, ts, batch.on_delivery)
-
-    def _flush(self, timeout_s: float) -> bool:
-        """Wait until every produced output is acknowledged (or the timeout)."""
-        assert self.producer is not None
+    def _checkpoint(self, asynchronous: bool, timeout_s: float) -> bool:
+        """Flush the producer; if every output produced so far was
+        acknowledged, commit what was consumed before them. False: nothing
+        committed (outputs still unacknowledged, or a delivery error)."""
+        assert self.producer is not None and self.consumer is not None
+        ck = self.checkpoints
+        offsets = ck.pending()  # before the flush: its outputs are all queued
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.producer.flush(1.0)
-            failures = self.ledger.failures()
-            if failures:
-                self._retry(failures)
-                continue
-            self.ledger.advance()
-            if not self.ledger.batches and len(self.producer) == 0:
-                return True
-        log.error("worker %d: outputs still unacknowledged after %.0fs; their inputs stay "
-                  "uncommitted and will be consumed again", self.index, timeout_s)
-        return False
+        while True:
+            remaining = self.producer.flush(max(0.0, deadline - time.monotonic()))
+            if ck.failures:
+                if not self._on_failures():
+                    return False  # rewound: those offsets are not safe
+                continue  # outputs moved to the DLQ: flush them too
+            if remaining:
+                log.warning("worker %d: %d outputs still unacknowledged after %.0fs; their "
+                            "inputs stay uncommitted", self.index, remaining, timeout_s)
+                return False
+            break
+        if not offsets:
+            return True
+        return self._commit(offsets, asynchronous)
 
-    def _commit(self, asynchronous: bool) -> None:
+    def _on_failures(self) -> bool:
+        """Delivery errors: an output the broker refuses for good goes to the
+        DLQ; any other error rewinds the partitions to their last commit.
+        True when nothing had to be rewound."""
+        assert self.producer is not None
+        rewind = False
+        for err, msg in self.checkpoints.take_failures():
+            topic = msg.topic()
+            if err.retriable() or err.code() == KafkaError._MSG_TIMED_OUT \
+                    or topic == self.cfg.topics.dlq:
+                log.warning("worker %d: delivery to %s failed (%s)", self.index, topic, err)
+                rewind = True
+                continue
+            # Permanent for this topic (e.g. too large): keep it in the DLQ.
+            log.error("worker %d: output to %s failed permanently (%s); sending to %s",
+                      self.index, topic, err, self.cfg.topics.dlq)
+            headers = None
+            decider = self.holder.decider
+            if topic in self.topics and decider is not None:
+                headers = decider.headers_for(msg.value(), self.topics.index(topic))
+            headers = [("error", b"produce_failed"), ("error-detail", str(err).encode()),
+                       ("target-topic", topic.encode())] + list(headers or [])
+            self._produce(self.producer.produce, self.cfg.topics.dlq, -1, msg.value(),
+                          msg.key(), headers, msg.timestamp()[1])
+        if rewind:
+            self._rewind()
+        return not rewind
+
+    def _rewind(self) -> None:
+        """Consume every partition again from its last commit: the outputs
+        of a failed delivery are produced again (duplicates, never loss)."""
         assert self.consumer is not None
-        self.ledger.advance()
-        # A synchronous commit (revoke, shutdown) always runs: an earlier
-        # asynchronous one may have failed after clearing the dirty flag.
-        if not self.ledger.safe or (asynchronous and not self.ledger.dirty):
-            return
-        offsets = [TopicPartition(self.input_topic, p, o) for p, o in self.ledger.safe.items()]
+        time.sleep(_RETRY_BACKOFF_S)
+        targets = self.checkpoints.rewind_targets()
+        assigned = {tp.partition for tp in self.consumer.assignment()}
+        done: dict[int, int] = {}
+        for p, offset in targets.items():
+            if p not in assigned:
+                continue
+            try:
+                self.consumer.seek(TopicPartition(self.input_topic, p, offset))
+                done[p] = offset
+            except KafkaException as e:
+                # Not fetching it yet: the next failure or rebalance retries.
+                log.warning("worker %d: rewind of partition %d failed: %s", self.index, p, e)
+        self.checkpoints.rewound(done)
+        log.warning("worker %d: rewound partitions %s to their last commit", self.index,
+                    sorted(done.items()))
+
+    def _commit(self, offsets: dict[int, int], asynchronous: bool) -> bool:
+        assert self.consumer is not None
+        tps = [TopicPartition(self.input_topic, p, o) for p, o in offsets.items()]
         try:
             if asynchronous:
-                self.consumer.commit(offsets=offsets, asynchronous=True)
+                self.consumer.commit(offsets=tps, asynchronous=True)
             else:
                 # A synchronous commit reports errors per partition.
-                failed = [tp for tp in self.consumer.commit(offsets=offsets, asynchronous=False)
+                failed = [tp for tp in self.consumer.commit(offsets=tps, asynchronous=False)
                           if tp.error is not None]
                 if failed:
                     log.warning("worker %d: commit failed for %s", self.index,
                                 [(tp.partition, str(tp.error)) for tp in failed])
-                    return
-            self.ledger.dirty = False
+                    self.checkpoints.mark_committed(offsets)
+                    self.checkpoints.commit_failed([tp.partition for tp in failed])
+                    return False
         except KafkaException as e:
-            # Not fatal: the offsets stay safe and are committed next time;
+            # Not fatal: the offsets are safe and are committed next time;
             # a partition we lost is consumed again by its new owner.
             log.warning("worker %d: commit failed: %s", self.index, e)
+            self.checkpoints.mark_committed(offsets)
+            self.checkpoints.commit_failed(list(offsets))
+            return False
+        self.checkpoints.mark_committed(offsets)
+        return True
 
     def _on_commit(self, err: Any, partitions: list[TopicPartition]) -> None:
-        failed = [tp for tp in partitions if tp.error is not None]
+        failed = [tp.partition for tp in partitions if tp.error is not None]
         if err is not None or failed:
-            # Try again at the next interval; the offsets are still safe.
-            self.ledger.dirty = True
+            # Sent again at the next checkpoint; the offsets are still safe.
+            self.checkpoints.commit_failed(failed or [tp.partition for tp in partitions])
             if err is None or err.code() != KafkaError._NO_OFFSET:
                 log.warning("worker %d: async commit failed: %s", self.index, err or failed)
 
@@ -412,15 +444,14 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Before partitions go: finish their outputs and commit what is safe."""
-        self._flush(timeout_s=30.0)
-        self._commit(asynchronous=False)
-        self.ledger.forget({p.partition for p in partitions})
+        self._checkpoint(asynchronous=False, timeout_s=30.0)
+        self.checkpoints.forget({p.partition for p in partitions})
         log.info("worker %d revoked %s", self.index, sorted(p.partition for p in partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Already owned by someone else: committing would fail; they re-consume
         # from the last commit (duplicates, never loss).
-        self.ledger.forget({p.partition for p in partitions})
+        self.checkpoints.forget({p.partition for p in partitions})
         log.warning("worker %d lost %s", self.index, sorted(p.partition for p in partitions))
 
 
