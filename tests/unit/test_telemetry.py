@@ -44,3 +44,17 @@ def test_a_full_queue_drops_the_report_instead_of_blocking() -> None:
     tel.flush({}, 0, 1)
     tel.flush({}, 0, 1)  # would block with put()
     assert q.qsize() == 1 and tel.dropped == 1
+
+
+def test_a_big_batch_is_sampled_but_every_input_is_counted() -> None:
+    from etl_gate.kafka.telemetry import LATENCY_EXACT_UP_TO, LATENCY_STRIDE
+
+    q: queue.Queue = queue.Queue()
+    tel = WorkerTelemetry(0, q, interval_s=1.0, clock=Clock())
+    n = LATENCY_EXACT_UP_TO * 3 + 5  # not a multiple of the stride
+    assert n % LATENCY_STRIDE
+    tel.observe_batch(0.01, now_ms=10_000, timestamps=[10_000 - 7] * n)
+    tel.flush({}, 0, 1)
+    report = q.get_nowait()
+    assert sum(report["latency"]) == n
+    assert report["latency_sum_ms"] == 7 * n
