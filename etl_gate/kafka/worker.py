@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -213,7 +214,7 @@ class Worker:
         assert decider is not None and self.producer is not None
         decide = decider.decide
         use_ts = decider.has_rate_caps
-        produce = self.producer.produce
+        produce: Callable[..., None] = self.producer.produce
         topics = self.topics
         tagger = self.tagger
         counts = [0] * N_OUT
@@ -373,13 +374,12 @@ class Worker:
         DLQ; any other error rewinds the partitions to their last commit.
         True when nothing had to be rewound."""
         assert self.producer is not None
-        rewind = False
+        transient: Counter[tuple[str, str]] = Counter()
         for err, msg in self.checkpoints.take_failures():
             topic = msg.topic()
             if err.retriable() or err.code() == KafkaError._MSG_TIMED_OUT \
                     or topic == self.cfg.topics.dlq:
-                log.warning("worker %d: delivery to %s failed (%s)", self.index, topic, err)
-                rewind = True
+                transient[(topic, str(err))] += 1
                 continue
             # Permanent for this topic (e.g. too large): keep it in the DLQ.
             log.error("worker %d: output to %s failed permanently (%s); sending to %s",
@@ -392,9 +392,11 @@ class Worker:
                        ("target-topic", topic.encode())] + list(headers or [])
             self._produce(self.producer.produce, self.cfg.topics.dlq, -1, msg.value(),
                           msg.key(), headers, msg.timestamp()[1])
-        if rewind:
+        if transient:
+            for (topic, err), n in sorted(transient.items()):
+                log.warning("worker %d: %d deliveries to %s failed (%s)", self.index, n, topic, err)
             self._rewind()
-        return not rewind
+        return not transient
 
     def _rewind(self) -> None:
         """Consume every partition again from its last commit: the outputs

@@ -5,7 +5,10 @@ not disturb the session broker the other tests share."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from etl_gate.gen import GenSpec
+from etl_gate.kafka.loader import produce_events
 
 from ..conftest import KAFKA_SH, _free_port
 from .helpers import GateEnv, expected_by_replay, wait_until
@@ -60,5 +64,59 @@ def test_gate_waits_for_a_broker_down_at_start_and_during_a_restart(tmp_path: Pa
         assert not expected - set(got), f"{len(expected - set(got))} events lost"
     finally:
         env.stop_all()
+        subprocess.run(["bash", str(KAFKA_SH), "wipe"], env=env_vars, capture_output=True,
+                       timeout=120)
+
+
+def test_outputs_that_time_out_are_produced_again_from_the_last_commit(tmp_path: Path) -> None:
+    """The broker freezes (SIGSTOP) mid-stream for longer than the producer's
+    message timeout: outputs in flight fail with _MSG_TIMED_OUT, the worker
+    rewinds to its last commit (kafka/ledger.py), and once the broker is back
+    nothing is missing."""
+    data_dir = tempfile.mkdtemp(prefix="etl-gate-freeze-")
+    port = _free_port()
+    env_vars = {**os.environ, "KAFKA_DATA_DIR": data_dir, "KAFKA_PORT": str(port),
+                "KAFKA_CONTROLLER_PORT": str(_free_port())}
+
+    def broker(cmd: str) -> None:
+        subprocess.run(["bash", str(KAFKA_SH), cmd], env=env_vars, check=True,
+                       capture_output=True, timeout=300)
+
+    env = GateEnv(f"127.0.0.1:{port}", tmp_path, workers=1, partitions=2, extra_toml="""
+[kafka.producer]
+"message.timeout.ms" = 2000
+"request.timeout.ms" = 1000
+""")
+    events = list(env.generate(GenSpec(count=30000, seed=12, id_prefix="f")).events())
+    try:
+        broker("start")
+        env.create_topics()
+        pid = int((Path(data_dir) / "kafka.pid").read_text().split()[0])
+        gate = env.start()
+        # The feeder keeps the default (long) message timeout: only the gate's
+        # outputs are meant to time out.
+        cfg = env.cfg
+        feeder_cfg = dataclasses.replace(cfg, kafka=dataclasses.replace(cfg.kafka, producer={}))
+        feeder = threading.Thread(target=produce_events,
+                                  args=(feeder_cfg, cfg.kafka.input_topic, events),
+                                  kwargs={"rate": 6000}, daemon=True)
+        feeder.start()
+        wait_until(lambda: sum(max(0, o) for o in env.committed().values()) > 3000, 60,
+                   "the gate to commit part of the stream")
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(6)  # > message.timeout.ms: what is in flight fails
+        os.kill(pid, signal.SIGCONT)
+        feeder.join(120)
+        wait_until(env.all_committed, 180, "the gate to finish after the freeze")
+        env.stop_all()
+        assert gate.returncode == 0, env.logs()
+        assert "rewound partitions" in env.logs(), env.logs()[-3000:]
+        got = _ids(env.read())
+        expected = _expected_ids(expected_by_replay(env, events, tmp_path))
+        assert not expected - set(got), f"{len(expected - set(got))} events lost"
+    finally:
+        env.stop_all()
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
+            os.kill(int((Path(data_dir) / "kafka.pid").read_text().split()[0]), signal.SIGCONT)
         subprocess.run(["bash", str(KAFKA_SH), "wipe"], env=env_vars, capture_output=True,
                        timeout=120)

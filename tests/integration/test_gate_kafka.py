@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from etl_gate.core import MALFORMED_REASONS, parse_snapshot
 from etl_gate.gen import GenSpec
@@ -244,3 +245,38 @@ def test_rate_caps_agree_with_replay_on_one_partition(kafka_bootstrap: str,
         by_topic[o.topic].append(o.value)
     for topic, values in expected.items():
         assert by_topic[topic] == values, topic  # one partition: same order too
+
+
+def test_an_output_the_broker_refuses_for_good_goes_to_the_dlq(kafka_bootstrap: str,
+                                                               tmp_path: Path) -> None:
+    """P0 outputs too large for their topic (a permanent delivery error) are
+    kept in the DLQ with the reason; everything else routes as usual."""
+    env = GateEnv(kafka_bootstrap, tmp_path, workers=1, partitions=2)
+    env.create_topics()
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    entry = ConfigEntry("max.message.bytes", "200",
+                        incremental_operation=AlterConfigOpType.SET)
+    res = ConfigResource(ConfigResource.Type.TOPIC, env.cfg.topics.p0,
+                         incremental_configs=[entry])
+    for f in admin.incremental_alter_configs([res]).values():
+        f.result(30)
+    events = list(env.generate(GenSpec(count=3000, seed=13, id_prefix="t")).events())
+    env.produce(events)
+    gate = env.start()
+    try:
+        wait_until(env.all_committed, 120, "every input offset committed")
+    finally:
+        env.stop_all()
+    assert gate.returncode == 0, env.logs()
+    expected = expected_by_replay(env, events, tmp_path)
+    p0 = expected[env.cfg.topics.p0]
+    assert p0, "the data has P0 events"
+    assert not env.read([env.cfg.topics.p0])
+    dlq = [o for o in env.read([env.cfg.topics.dlq])
+           if o.headers.get("error") == b"produce_failed"]
+    assert Counter(o.value for o in dlq) == Counter(p0)
+    h = dlq[0].headers
+    assert h["target-topic"] == env.cfg.topics.p0.encode()
+    assert h["priority"] == b"P0" and b"MSG_SIZE_TOO_LARGE" in h["error-detail"]
+    for topic in (env.cfg.topics.p1, env.cfg.topics.p2):
+        assert Counter(o.value for o in env.read([topic])) == Counter(expected[topic])
