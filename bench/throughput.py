@@ -1118,7 +1118,9 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
         mode_lines.append(
             "- kcat: `kcat -C -t IN -o beginning -e -f '%k\\t%s\\n' | kcat -P -t OUT -K '\\t'` "
             "(one consumer of all partitions, one producer; the gate's linger/lz4/batch/idempotence "
-            "settings); done when the output holds N messages (kcat keeps no group offsets)")
+            f"settings; consumer `{'`, `'.join(KCAT_CONSUMER + [f'{k}={v}' for k, v in a.kcat_opt])}`"
+            ": no fetch back-off); done when the output holds N messages (kcat keeps no group "
+            "offsets)")
     lines = _common.section_header(title) + [
         *_common.machine_lines(),
         *([software_line()] if software_line() else []),
