@@ -1308,7 +1308,10 @@ def main() -> int:
                     plan.append((m[0], round(own.eps / 2, -3)))
             for mode, r in plan:
                 time.sleep(args.pause)
-                lat = run_latency(setup, mode, r, live)
+                try:
+                    lat = run_latency(setup, mode, r, live)
+                except (RuntimeError, KafkaException) as e:  # keep the throughput figures
+                    lat = latency.Latency(mode, r, notes=[f"failed: {e}"])
                 own = median_run(mode, runs)
                 if own is not None and own.eps < r:
                     lat.notes.insert(0, f"offered {r:,.0f} ev/s is above this mode's median "
