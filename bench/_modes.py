@@ -322,8 +322,10 @@ def start_quix(setup: Setup, name: str, live: list[Any], input_topic: str | None
             "rules": str(setup.workdir / "rules.json"), "seed": cfg.sampling_seed,
             "sample_keys": list(cfg.fields.sample_keys),
             "commit_interval": cfg.kafka.commit_interval_ms / 1000,
-            "consumer": quix_client_settings(consumer_config(cfg, 0), QUIX_CONSUMER_KEYS),
-            "producer": quix_client_settings(producer_config(cfg, 0), QUIX_PRODUCER_KEYS),
+            "consumer": {**quix_client_settings(consumer_config(cfg, 0), QUIX_CONSUMER_KEYS),
+                         **dict(args.consumer_opt)},
+            "producer": {**quix_client_settings(producer_config(cfg, 0), QUIX_PRODUCER_KEYS),
+                         **dict(args.producer_opt)},
             "state_dir": str(setup.workdir / f"{name}-state")}
     conf_path = setup.workdir / f"{name}.json"
     conf_path.write_bytes(orjson.dumps(conf, option=orjson.OPT_INDENT_2))

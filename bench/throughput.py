@@ -279,7 +279,7 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
         f"defaults (at-least-once, batch {k.batch_size}, commit every {k.commit_interval_ms} ms, "
         f"linger {k.linger_ms} ms, {k.compression}, idempotent, tag headers "
         f"{'on' if cfg.tag.headers else 'off'}, control plane on)"
-        + "".join(f"; {role} `{key}={v}` (all modes)" for role, opts in
+        + "".join(f"; {role} `{key}={v}` (passthrough, gate, quix)" for role, opts in
                   (("consumer", a.consumer_opt), ("producer", a.producer_opt)) for key, v in opts)
         + "; passthrough: same client settings, flush + commit every commit interval and when "
         f"idle; {a.warmup} untimed passthrough warm-up run(s), then {a.repeat} interleaved "
@@ -347,9 +347,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--malformed", type=float, default=0.005, help="share of traffic")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--consumer-opt", type=_option, action="append", default=[], metavar="KEY=VALUE",
-                   help="extra librdkafka consumer setting for both modes (kafka.consumer)")
+                   help="extra librdkafka consumer setting (kafka.consumer) for passthrough, gate, quix")
     p.add_argument("--producer-opt", type=_option, action="append", default=[], metavar="KEY=VALUE",
-                   help="extra librdkafka producer setting for both modes (kafka.producer)")
+                   help="extra librdkafka producer setting (kafka.producer) for passthrough, gate, quix")
     p.add_argument("--bootstrap", help="use this broker instead of starting one")
     p.add_argument("--only", choices=MODES, help="run one mode only")
     p.add_argument("--modes", type=_modes, default=list(DEFAULT_MODES),
