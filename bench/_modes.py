@@ -87,9 +87,15 @@ class Passthrough:
         out, offsets, counters = self.out_topic, self.offsets, self.counters
         batch_size, timeout = k.batch_size, k.batch_timeout_ms / 1000
         interval = k.commit_interval_ms / 1000
-        last_commit = time.monotonic()
+        last_commit = last_poll = time.monotonic()
         while not stop.is_set():
-            msgs: list[Any] = consume(batch_size, timeout)
+            # The gate's consume pattern (kafka/worker.py): take what has
+            # arrived, block for one message only when nothing has.
+            msgs: list[Any] = consume(batch_size, 0)
+            if not msgs:
+                msgs = consume(1, timeout)
+                if msgs:
+                    msgs += consume(batch_size - 1, 0)
             n = 0
             for m in msgs:
                 if m.error() is not None:
@@ -100,10 +106,9 @@ class Passthrough:
                 ts = m.timestamp()[1]
                 while True:
                     try:
-                        if ts > 0:
-                            produce(out, m.value(), m.key(), part, timestamp=ts)
-                        else:
-                            produce(out, m.value(), m.key(), part)
+                        # Positional (topic, value, key, partition, on_delivery,
+                        # callback, timestamp): keywords cost 0.35 us a call.
+                        produce(out, m.value(), m.key(), part, None, None, ts if ts > 0 else 0)
                         break
                     except BufferError:
                         poll(0.05)
@@ -112,8 +117,10 @@ class Passthrough:
             if n:
                 counters[0] += n
                 self.dirty = True
-            poll(0)
             now = time.monotonic()
+            if now - last_poll >= 0.02:
+                poll(0)  # delivery errors only; every loop it is measurable
+                last_poll = now
             if self.dirty and (not msgs or now - last_commit >= interval):
                 self._commit()
                 last_commit = now
