@@ -26,15 +26,20 @@ def compile_path(path: str) -> Getter:
         return get_one
 
     def get_nested(obj: Any) -> Any:
-        for part in parts:
-            if type(obj) is not dict:
-                return MISSING
-            obj = obj.get(part, MISSING)
-            if obj is MISSING:
-                return MISSING
-        return obj
+        return walk(obj, parts)
 
     return get_nested
+
+
+def walk(value: Any, parts: tuple[str, ...]) -> Any:
+    """The value at ``parts`` inside ``value`` (nested dicts), else MISSING."""
+    for part in parts:
+        if type(value) is not dict:
+            return MISSING
+        value = value.get(part, MISSING)
+        if value is MISSING:
+            return MISSING
+    return value
 
 
 def first_present(obj: Any, getters: tuple[Getter, ...]) -> Any:

@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from .fields import MISSING, Getter
+from .fields import MISSING, Getter, walk
 
 # What a failed decode raises. RecursionError: msgspec's nesting limit.
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
@@ -123,13 +123,6 @@ def reader_getter(path: str) -> Getter:
         return operator.attrgetter(name)  # C speed: the common, top-level path
 
     def get_nested(obj: Any) -> Any:
-        value = getattr(obj, name)
-        for part in rest:
-            if type(value) is not dict:
-                return MISSING
-            value = value.get(part, MISSING)
-            if value is MISSING:
-                return MISSING
-        return value
+        return walk(getattr(obj, name), rest)
 
     return get_nested

@@ -1,7 +1,5 @@
-"""A broker that is down at start, or goes away mid-stream, is waited for.
-
-Uses a private broker (its own ports and data dir) so that stopping it does
-not disturb the session broker the other tests share."""
+"""A broker that is down at start, goes away mid-stream or freezes: nothing is
+lost."""
 
 from __future__ import annotations
 
@@ -13,6 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,17 +26,40 @@ from .test_gate_kafka import _expected_ids, _ids
 pytestmark = pytest.mark.integration
 
 
-def test_gate_waits_for_a_broker_down_at_start_and_during_a_restart(tmp_path: Path) -> None:
-    data_dir = tempfile.mkdtemp(prefix="etl-gate-outage-")
-    port = _free_port()
-    env_vars = {**os.environ, "KAFKA_DATA_DIR": data_dir, "KAFKA_PORT": str(port),
-                "KAFKA_CONTROLLER_PORT": str(_free_port())}
+class PrivateBroker:
+    """A broker of the test's own (ports, data dir), so that stopping or
+    freezing it does not disturb the session broker the other tests share."""
 
-    def broker(cmd: str) -> None:
-        subprocess.run(["bash", str(KAFKA_SH), cmd], env=env_vars, check=True,
+    def __init__(self) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="etl-gate-private-"))
+        self.port = _free_port()
+        self.env = {**os.environ, "KAFKA_DATA_DIR": str(self.data_dir),
+                    "KAFKA_PORT": str(self.port), "KAFKA_CONTROLLER_PORT": str(_free_port())}
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __call__(self, cmd: str) -> None:
+        subprocess.run(["bash", str(KAFKA_SH), cmd], env=self.env, check=True,
                        capture_output=True, timeout=300)
 
-    env = GateEnv(f"127.0.0.1:{port}", tmp_path, workers=2, partitions=2)
+    def signal(self, sig: int) -> None:
+        os.kill(int((self.data_dir / "kafka.pid").read_text().split()[0]), sig)
+
+
+@pytest.fixture()
+def broker() -> Iterator[PrivateBroker]:
+    b = PrivateBroker()
+    yield b
+    with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
+        b.signal(signal.SIGCONT)  # a test that froze it and failed
+    subprocess.run(["bash", str(KAFKA_SH), "wipe"], env=b.env, capture_output=True, timeout=120)
+
+
+def test_gate_waits_for_a_broker_down_at_start_and_during_a_restart(
+        tmp_path: Path, broker: PrivateBroker) -> None:
+    env = GateEnv(broker.bootstrap, tmp_path, workers=2, partitions=2)
     events = list(env.generate(GenSpec(count=12000, seed=11, id_prefix="o")).events())
     try:
         gate = env.start()  # no broker yet
@@ -64,25 +86,15 @@ def test_gate_waits_for_a_broker_down_at_start_and_during_a_restart(tmp_path: Pa
         assert not expected - set(got), f"{len(expected - set(got))} events lost"
     finally:
         env.stop_all()
-        subprocess.run(["bash", str(KAFKA_SH), "wipe"], env=env_vars, capture_output=True,
-                       timeout=120)
 
 
-def test_outputs_that_time_out_are_produced_again_from_the_last_commit(tmp_path: Path) -> None:
+def test_outputs_that_time_out_are_produced_again_from_the_last_commit(
+        tmp_path: Path, broker: PrivateBroker) -> None:
     """The broker freezes (SIGSTOP) mid-stream for longer than the producer's
     message timeout: outputs in flight fail with _MSG_TIMED_OUT, the worker
     rewinds to its last commit (kafka/ledger.py), and once the broker is back
     nothing is missing."""
-    data_dir = tempfile.mkdtemp(prefix="etl-gate-freeze-")
-    port = _free_port()
-    env_vars = {**os.environ, "KAFKA_DATA_DIR": data_dir, "KAFKA_PORT": str(port),
-                "KAFKA_CONTROLLER_PORT": str(_free_port())}
-
-    def broker(cmd: str) -> None:
-        subprocess.run(["bash", str(KAFKA_SH), cmd], env=env_vars, check=True,
-                       capture_output=True, timeout=300)
-
-    env = GateEnv(f"127.0.0.1:{port}", tmp_path, workers=1, partitions=2, extra_toml="""
+    env = GateEnv(broker.bootstrap, tmp_path, workers=1, partitions=2, extra_toml="""
 [kafka.producer]
 "message.timeout.ms" = 2000
 "request.timeout.ms" = 1000
@@ -91,7 +103,6 @@ def test_outputs_that_time_out_are_produced_again_from_the_last_commit(tmp_path:
     try:
         broker("start")
         env.create_topics()
-        pid = int((Path(data_dir) / "kafka.pid").read_text().split()[0])
         gate = env.start()
         # The feeder keeps the default (long) message timeout: only the gate's
         # outputs are meant to time out.
@@ -103,9 +114,9 @@ def test_outputs_that_time_out_are_produced_again_from_the_last_commit(tmp_path:
         feeder.start()
         wait_until(lambda: sum(max(0, o) for o in env.committed().values()) > 3000, 60,
                    "the gate to commit part of the stream")
-        os.kill(pid, signal.SIGSTOP)
+        broker.signal(signal.SIGSTOP)
         time.sleep(6)  # > message.timeout.ms: what is in flight fails
-        os.kill(pid, signal.SIGCONT)
+        broker.signal(signal.SIGCONT)
         feeder.join(120)
         wait_until(env.all_committed, 180, "the gate to finish after the freeze")
         env.stop_all()
@@ -116,7 +127,3 @@ def test_outputs_that_time_out_are_produced_again_from_the_last_commit(tmp_path:
         assert not expected - set(got), f"{len(expected - set(got))} events lost"
     finally:
         env.stop_all()
-        with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
-            os.kill(int((Path(data_dir) / "kafka.pid").read_text().split()[0]), signal.SIGCONT)
-        subprocess.run(["bash", str(KAFKA_SH), "wipe"], env=env_vars, capture_output=True,
-                       timeout=120)
