@@ -9,6 +9,8 @@ for.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import threading
 from collections.abc import Callable
@@ -22,6 +24,27 @@ from ..rules_source import RulesHolder
 
 log = logging.getLogger(__name__)
 
+# After a swap, once the hot loop has let go of the old decider (it keeps it
+# until its batch ends), give freed heap memory back to the OS. A 500k-rule
+# table is ~50 dict tables of ~200 KB each; glibc raises its mmap threshold
+# after the first such free, so later ones live on the heap, and freed heap
+# memory between live blocks is not returned without malloc_trim: measured,
+# ~10 MiB more per worker after each push. malloc_trim takes ~2 ms and runs
+# without the GIL (ctypes releases it). No-op where glibc is not the libc.
+# When: idle this long after a change (the hot loop drops the old decider at
+# its batch's end; the commit ledger may hold it until the next commit).
+TRIM_AFTER_S = (1.0, 4.0)
+
+
+def _malloc_trim() -> Callable[[], object]:
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
 
 class RulesFeed(threading.Thread):
     def __init__(self, conn: Any, holder: RulesHolder, on_applied: Callable[[int], None],
@@ -33,10 +56,16 @@ class RulesFeed(threading.Thread):
         self.on_applied = on_applied
         self.on_closed = on_closed
         self.on_surge = on_surge
+        self.trim = _malloc_trim()
 
     def run(self) -> None:
+        trims: list[float] = []  # idle waits before the next trims
         while True:
             try:
+                if trims and not self.conn.poll(trims[0]):
+                    self.trim()  # idle since the swap: the old tables should be gone
+                    del trims[0]
+                    continue
                 kind, blob = self.conn.recv()
             except (EOFError, OSError):
                 self.on_closed()  # the supervisor is gone
@@ -47,6 +76,8 @@ class RulesFeed(threading.Thread):
                 log.exception("rules update (%s) failed; keeping version %s", kind,
                               self.holder.version)
             del blob
+            if kind != "surge":
+                trims = list(TRIM_AFTER_S)
 
     def _apply(self, kind: str, blob: bytes) -> None:
         if kind == "surge":  # protections for surging events, not a rules version
