@@ -18,6 +18,7 @@ from ..core import AppSettings, RulesDelta, RulesSnapshot, apply_delta
 from ..core.digest import app_term, hex_digest, rule_term, tables_digest_sum
 from ..core.packed import pack, pack_delta, unpack
 from ..core.rules import BaseVersionMismatch, StaleVersion
+from ..memory import malloc_trim
 from .model import PropagationTimeout, PushResult, RulesInfo
 from .store import RulesStore
 
@@ -114,6 +115,7 @@ class RulesAuthority:
             self.pushes += 1
             log.info("rules version %d (%d rules) persisted and published", snapshot.version,
                      snapshot.rule_count)
+        malloc_trim()  # the replaced snapshot is gone: return its memory
         return self._await(snapshot.version, started)
 
     def apply_delta(self, delta: RulesDelta) -> PushResult:

@@ -9,8 +9,6 @@ for.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import threading
 from collections.abc import Callable
@@ -20,30 +18,16 @@ import orjson
 
 from ..core import Decider
 from ..core.packed import PackedDelta, PackedRules
+from ..memory import malloc_trim
 from ..rules_source import RulesHolder
 
 log = logging.getLogger(__name__)
 
-# After a swap, once the hot loop has let go of the old decider (it keeps it
-# until its batch ends), give freed heap memory back to the OS. A 500k-rule
-# table is ~50 dict tables of ~200 KB each; glibc raises its mmap threshold
-# after the first such free, so later ones live on the heap, and freed heap
-# memory between live blocks is not returned without malloc_trim: measured,
-# ~10 MiB more per worker after each push. malloc_trim takes ~2 ms and runs
-# without the GIL (ctypes releases it). No-op where glibc is not the libc.
-# When: idle this long after a change (the hot loop drops the old decider at
-# its batch's end; the commit ledger may hold it until the next commit).
+# After a swap, give the old tables' memory back to the OS (etl_gate/memory.py),
+# once the hot loop has let go of the old decider: it keeps it until its batch
+# ends, and the commit ledger may hold it until the next commit. So: when the
+# feed has been idle this long after a change, and again later.
 TRIM_AFTER_S = (1.0, 4.0)
-
-
-def _malloc_trim() -> Callable[[], object]:
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    return lambda: trim(0)
-
 
 
 class RulesFeed(threading.Thread):
@@ -56,7 +40,7 @@ class RulesFeed(threading.Thread):
         self.on_applied = on_applied
         self.on_closed = on_closed
         self.on_surge = on_surge
-        self.trim = _malloc_trim()
+        self.trim = malloc_trim
 
     def run(self) -> None:
         trims: list[float] = []  # idle waits before the next trims

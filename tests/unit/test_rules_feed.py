@@ -40,4 +40,6 @@ def test_a_snapshot_is_applied_then_memory_is_trimmed_when_idle(monkeypatch: pyt
 
 
 def test_malloc_trim_is_callable() -> None:
-    rules_feed._malloc_trim()()  # glibc: returns memory; elsewhere: a no-op
+    from etl_gate.memory import malloc_trim
+
+    malloc_trim()  # glibc: returns memory; elsewhere: a no-op
