@@ -110,7 +110,8 @@ class RulesAuthority:
             self.store.save_snapshot(blob)
             self._snapshot, self._blob = snapshot, blob
             self._publish("snapshot", blob)
-            # The digest (0.3 s for 500k rules) is computed while the workers build.
+            # The digest (0.15 s for 500k rules, unless the push summed it on the
+            # way) is computed while the workers build.
             self._install(snapshot, self.clock(), blob=blob)
             self.pushes += 1
             log.info("rules version %d (%d rules) persisted and published", snapshot.version,
@@ -156,7 +157,11 @@ class RulesAuthority:
     def _install(self, snapshot: RulesSnapshot, applied_at: float, blob: bytes | None = None,
                  digest: int | None = None) -> None:
         if digest is None:
-            digest = tables_digest_sum(snapshot.tables, snapshot.apps)
+            if snapshot.rules_digest is None:
+                digest = tables_digest_sum(snapshot.tables, snapshot.apps)
+            else:
+                digest = (snapshot.rules_digest + sum(app_term(a, s) for a, s in snapshot.apps.items()))
+            digest %= 1 << 128
         self._snapshot = snapshot
         self._blob = blob
         self._digest = digest

@@ -36,6 +36,12 @@ _PLAIN_TAIL = tuple(f"\x1f{p}\x1f1.0\x1f0\x1f\x1f" for p in PRIORITIES)
 _hash = partial(mmh3.hash128, seed=0, signed=False)  # str keys hash as their UTF-8
 
 
+def plain_terms(app: str, events: Iterable[str], priorities: Iterable[int]) -> int:
+    """The sum of the terms of ``app``'s plain rules (not reduced mod 2**128)."""
+    head, tail = app + "\x1f", _PLAIN_TAIL
+    return sum(map(_hash, [head + e + tail[p] for e, p in zip(events, priorities, strict=True)]))
+
+
 def tables_digest_sum(tables: Mapping[str, Table], apps: Mapping[str, AppSettings]) -> int:
     """``digest_sum`` of a snapshot's per-app tables, without making Rules:
     the plain rules' lines are built and hashed in one comprehension."""

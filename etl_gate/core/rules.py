@@ -154,6 +154,10 @@ class RulesSnapshot:
     tables: Mapping[str, Table] = field(default_factory=dict)
     apps: Mapping[str, AppSettings] = field(default_factory=dict)
     rule_count: int = -1  # -1: count the tables
+    # The rules' part of the content digest (core/digest.py: the sum of the
+    # rule terms, apps not included), when whoever built the snapshot summed it
+    # on the way (the gRPC push does, chunk by chunk); None: not known.
+    rules_digest: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.rule_count < 0:

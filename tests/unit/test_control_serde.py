@@ -515,3 +515,21 @@ def test_export_sends_plain_rules_as_columns() -> None:
     assert [(g.app, list(g.events)) for g in reqs[1].chunk.plain] == [("1128", ["video_play"])]
     assert len(reqs[1].chunk.rules) == 3
     assert parse_snapshot(serde.requests_to_json(reqs)) == snap
+
+
+
+def test_a_push_sums_its_digest_on_the_way() -> None:
+    from etl_gate.core.digest import tables_digest_sum
+
+    rng = random.Random(13)
+    for _ in range(20):
+        obj = random_json_snapshot(rng, rng.randrange(0, 80))
+        obj["rules"] = list({(str(r["app"]), r["event"]): r for r in obj["rules"]}.values())
+        for chunk in (3, 1000):
+            snap = pushed(obj, chunk)
+            assert snap.rules_digest is not None
+            assert snap.rules_digest % 2**128 == tables_digest_sum(snap.tables, {})
+    # A chunk the fast path sent to the exact one (a false alarm) is summed too.
+    odd = [pb.Rule(app="a", event="2\x00"), pb.Rule(app="a", event="b", sample_rate=0.5)]
+    snap = to_snapshot(stream(pb.SnapshotHeader(version=1, rule_count=2), [odd]))
+    assert snap.rules_digest == tables_digest_sum(snap.tables, {})
