@@ -179,7 +179,7 @@ class Decider:
         self._apps: dict[str, _CompiledApp] = {}
         kinds = packed.kinds
         for app, events, special in packed.tables():
-            # ``events`` ({event: priority}, decoded by orjson from this app's
+            # ``events`` ({event: priority}, built in C from this app's packed
             # segment) becomes the table itself: no copy, no per-rule Python
             # work for plain rules.
             if special:

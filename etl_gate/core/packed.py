@@ -31,6 +31,7 @@ per priority) is still read, for state directories written by it.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -171,18 +172,24 @@ def _from_v1(obj: dict[str, Any]) -> PackedRules:
             plain.update(dict.fromkeys(events, prio))
         tables[app] = (plain, {})
         count += len(plain)
-    kinds: dict[Kind, int] = {}
+    kinds: dict[tuple[Kind, float], int] = {}
     for row in obj["special"]:
         rule = Rule(*row)
         special = tables.setdefault(rule.app, ({}, {}))[1]
-        special[rule.event] = kinds.setdefault(_kind(rule), len(kinds))
+        special[rule.event] = _kind_index(kinds, rule)
         count += 1
-    return PackedRules(obj["version"], _apps_from_json(obj["apps"]), list(kinds),
+    return PackedRules(obj["version"], _apps_from_json(obj["apps"]), [k for k, _ in kinds],
                        [(app, p, s) for app, (p, s) in tables.items()], count)
 
 
 def _kind(rule: Rule) -> Kind:
     return (rule.priority, rule.sample_rate, rule.offline, rule.sample_key, rule.max_rate)
+
+
+def _kind_index(kinds: dict[tuple[Kind, float], int], rule: Rule) -> int:
+    """The number of ``rule``'s kind, a new one if unseen. Keyed with the
+    rate's sign too: -0.0 == 0.0, but the digest writes them differently."""
+    return kinds.setdefault((_kind(rule), math.copysign(1.0, rule.sample_rate)), len(kinds))
 
 
 @dataclass(frozen=True)
@@ -210,7 +217,7 @@ def _apps(apps: Mapping[str, AppSettings]) -> dict[str, tuple[bool, int]]:
 
 
 def pack(snapshot: RulesSnapshot) -> PackedRules:
-    kinds: dict[Kind, int] = {}
+    kinds: dict[tuple[Kind, float], int] = {}
     tables: list[tuple[str, _Plain, _Special]] = []
     for app, table in snapshot.tables.items():
         plain = {e: v for e, v in table.items() if type(v) is int}
@@ -218,9 +225,9 @@ def pack(snapshot: RulesSnapshot) -> PackedRules:
         if len(plain) != len(table):
             for event, rule in table.items():
                 if type(rule) is not int:
-                    special[event] = kinds.setdefault(_kind(rule), len(kinds))  # type: ignore[arg-type]
+                    special[event] = _kind_index(kinds, rule)  # type: ignore[arg-type]
         tables.append((app, plain, special))  # type: ignore[arg-type]
-    return PackedRules(snapshot.version, _apps(snapshot.apps), list(kinds), tables,
+    return PackedRules(snapshot.version, _apps(snapshot.apps), [k for k, _ in kinds], tables,
                        snapshot.rule_count)
 
 

@@ -240,3 +240,13 @@ def test_tables_digest_equals_the_per_rule_digest() -> None:
     obj["rules"].append({"app": "é", "event": "名前", "priority": "P0"})  # type: ignore[attr-defined]
     snap = parse_snapshot(obj)
     assert tables_digest_sum(snap.tables, snap.apps) == digest_sum(snap.rules.values(), snap.apps)
+
+
+def test_a_negative_zero_rate_survives_packing() -> None:
+    import math
+
+    snap = parse_snapshot({"version": 1, "rules": [{"app": "a", "event": "n", "sample_rate": -0.0},
+                                                   {"app": "a", "event": "p", "sample_rate": 0.0}]})
+    back = unpack(PackedRules.from_bytes(pack(snap).to_bytes()))
+    assert math.copysign(1, back.rules[("a", "n")].sample_rate) == -1  # the digest writes '-0.0'
+    assert math.copysign(1, back.rules[("a", "p")].sample_rate) == 1
