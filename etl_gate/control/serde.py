@@ -563,9 +563,6 @@ def _add_json_rules(container: Any, items: Iterable[Any], where: str, start: int
             raise RulesError(f"{_named(f'{where}[{i}]', fields)}: {e}") from None
 
 
-_PLAIN_JSON_KEYS = frozenset({"app", "event", "priority"})
-
-
 # app -> (events, proto priority numbers, entry numbers) of its plain rules.
 _Groups = dict[str, tuple[list[str], bytearray, list[int]]]
 
@@ -578,9 +575,10 @@ def _classify(items: list[Any], start: int) -> tuple[_Groups, list[Any], list[in
     groups: _Groups = {}
     rows: list[Any] = []
     row_numbers: list[int] = []
-    plain_keys, priority = _PLAIN_JSON_KEYS, _JSON_PRIORITY
+    priority = _JSON_PRIORITY
     for i, item in enumerate(items, start):
-        if type(item) is dict and item.keys() <= plain_keys:
+        # Keys: app and event (checked below), and priority if a third one.
+        if type(item) is dict and (len(item) == 2 or (len(item) == 3 and "priority" in item)):
             app, event, p = item.get("app"), item.get("event"), item.get("priority", "P1")
             if type(app) is str and app and type(event) is str and event and type(p) is str:
                 prio = priority.get(p)
