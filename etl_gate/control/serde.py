@@ -24,7 +24,6 @@ import gc
 import itertools
 import math
 import operator
-import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -264,10 +263,19 @@ class SnapshotTables:
     as the chunk numbers them); errors name them as ``rules[i] (app 'a',
     event 'e')``, the first in entry order first, as ``core/rules.py`` does."""
 
-    def __init__(self, where: str = "rules") -> None:
+    def __init__(self, where: str = "rules", previous: RulesSnapshot | None = None) -> None:
         self.where = where
         self.tables: dict[str, Table] = {}
         self.count = 0
+        # Event names -> the str objects to use: those of the rules in force
+        # (``previous``), so a push of mostly unchanged names allocates few new
+        # strings and the supervisor's memory does not creep per push, and
+        # names several apps use are held once (PackedRules.tables does the
+        # same in the workers).
+        self.names: dict[str, str] = {}
+        if previous is not None:
+            for table in previous.tables.values():
+                self.names.update(zip(table, table, strict=True))
         # The rules' digest (core/digest.py), summed chunk by chunk while the
         # upload goes on: the authority then need not hash 500k rules while
         # the workers build their tables.
@@ -289,7 +297,7 @@ class SnapshotTables:
             wire = b"" if not rows else (pb.RuleChunk(rules=rows).SerializeToString() if chunk.plain
                                          else chunk.SerializeToString())
             columns = _fast_columns(rows, wire)
-            plain = _fast_plain(chunk.plain)
+            plain = _fast_plain(chunk.plain, self.names)
             if columns is None or plain is None:
                 self._exact(chunk, n, None)  # raises, or builds what the fast path would
             else:
@@ -351,14 +359,15 @@ class SnapshotTables:
             self.digest += sum(map(rule_term, parsed))
 
 
-def _fast_plain(groups: Sequence[pb.PlainRules]) -> list[tuple[str, list[str], bytes]] | None:
-    """(app, events, core priorities) per group; None when a value may be invalid."""
+def _fast_plain(groups: Sequence[pb.PlainRules], names: dict[str, str]
+                ) -> list[tuple[str, list[str], bytes]] | None:
+    """(app, events, core priorities) per group, names shared through
+    ``names``; None when a value may be invalid."""
     out = []
+    share = names.setdefault
     for group in groups:
-        # Interned: names the rules in force (or other apps) have already are
-        # the same objects, so a push of mostly unchanged names allocates few
-        # new strings, and the supervisor's memory does not creep per push.
-        events = list(map(sys.intern, group.events))
+        events = list(group.events)
+        events = list(map(share, events, events))
         prios = group.priorities.translate(_CORE_PRIORITY_BYTES)
         if not group.app or "" in events or b"\xff" in prios:
             return None
@@ -396,10 +405,12 @@ def apps_from_pb(msgs: Iterable[pb.AppSettings]) -> dict[str, AppSettings]:
     return dict(parse_snapshot({"version": 0, "apps": _apps_json(msgs)}).apps)
 
 
-def snapshot_from_requests(requests: Iterable[pb.PushSnapshotRequest]) -> RulesSnapshot:
+def snapshot_from_requests(requests: Iterable[pb.PushSnapshotRequest],
+                           previous: RulesSnapshot | None = None) -> RulesSnapshot:
     """Assemble and validate a pushed snapshot: one SnapshotHeader, then
     RuleChunks carrying exactly header.rule_count rules. Each chunk is
-    converted as it arrives, so the work overlaps the upload."""
+    converted as it arrives, so the work overlaps the upload. ``previous``
+    (the rules in force) lends its name strings (SnapshotTables)."""
     it = iter(requests)
     first = next(it, None)
     if first is None or first.WhichOneof("part") != "header":
@@ -407,7 +418,7 @@ def snapshot_from_requests(requests: Iterable[pb.PushSnapshotRequest]) -> RulesS
     header = first.header
     # Version and apps through the core (it checks modes and priorities).
     base = parse_snapshot({"version": header.version, "apps": _apps_json(header.apps)})
-    table = SnapshotTables("rules")
+    table = SnapshotTables("rules", previous)
     for n, req in enumerate(it, 1):
         part = req.WhichOneof("part")
         if part != "chunk":

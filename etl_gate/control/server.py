@@ -158,7 +158,7 @@ class ControlServicer:
                      context: grpc.ServicerContext) -> serde.PushResponse:
         received = time.monotonic()
         try:
-            snapshot = serde.snapshot_from_requests(request_iterator)
+            snapshot = serde.snapshot_from_requests(request_iterator, self.authority.snapshot())
             log.info("push: version %d, %d rules, %d apps received from %s in %.2fs",
                      snapshot.version, snapshot.rule_count, len(snapshot.apps), context.peer(),
                      time.monotonic() - received)

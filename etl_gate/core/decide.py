@@ -151,11 +151,13 @@ class Decider:
     """Compiled rules + settings: ``decide(raw, ts_ms)`` for every event.
 
     Build it from a snapshot (``build_decider``) or its packed form
-    (``Decider(packed, settings)``); ``with_delta`` returns a new decider and
+    (``Decider(packed, settings, previous)``, ``previous``: the decider it
+    replaces, whose name strings it reuses); ``with_delta`` returns a new decider and
     leaves this one untouched, so the hot loop can keep using it meanwhile.
     """
 
-    def __init__(self, packed: PackedRules | RulesSnapshot, settings: DecisionSettings) -> None:
+    def __init__(self, packed: PackedRules | RulesSnapshot, settings: DecisionSettings,
+                 previous: Decider | None = None) -> None:
         if isinstance(packed, RulesSnapshot):
             packed = pack(packed)
         self.version = packed.version
@@ -178,7 +180,13 @@ class Decider:
         self._shared: dict[tuple[int, float, bool, str | None], _CompiledRule] = {}
         self._apps: dict[str, _CompiledApp] = {}
         kinds = packed.kinds
-        for app, events, special in packed.tables():
+        # Event names are shared with the decider in force (``previous``) and
+        # between apps: see PackedRules.tables.
+        names: dict[str, str] = {}
+        if previous is not None:
+            for capp in previous._apps.values():
+                names.update(zip(capp.events, capp.events, strict=True))
+        for app, events, special in packed.tables(names):
             # ``events`` ({event: priority}, built in C from this app's packed
             # segment) becomes the table itself: no copy, no per-rule Python
             # work for plain rules.
@@ -187,6 +195,7 @@ class Decider:
                 for event, k in special.items():
                     events[event] = compiled(*kinds[k])  # type: ignore[assignment]
             self._apps[app] = _CompiledApp(events, -1)  # type: ignore[arg-type]
+        del names
         self._set_apps(packed.apps)
         # The worker reads input timestamps only when some rule has a cap.
         self.has_rate_caps = packed.has_rate_caps

@@ -32,7 +32,6 @@ per priority) is still read, for state directories written by it.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,27 +64,34 @@ class PackedRules:
         self.rule_count = rule_count
         self._tables = tables
 
-    def tables(self) -> Iterator[tuple[str, dict[str, int], dict[str, int]]]:
+    def tables(self, names: dict[str, str] | None = None
+               ) -> Iterator[tuple[str, dict[str, int], dict[str, int]]]:
         """(app, {event: priority}, {event: kind index}) per app, decoded one
         app at a time; the dicts are new on every call.
 
-        Decoded names are interned: a name that is already a key of the
-        tables in force (or of another app's table) is that same str object,
-        and the freshly decoded copy is dropped at once. So a push of mostly
-        unchanged names allocates almost no new strings, and the old tables,
-        when dropped, free whole allocator arenas instead of leaving them
-        half-used under the new ones (measured for 500k rules, repeated
-        pushes: +60-69 MiB per worker without interning, +10-51 with it,
-        depending on how many names apps share)."""
+        ``names`` (name -> the str object to use for it) shares strings: a
+        decoded name found there is replaced by that object, a new one is
+        added. Seeded with the names of the tables in force, a push of mostly
+        unchanged names then allocates almost no new strings (the decoded
+        copies are dropped at once), and the old tables, when dropped, free
+        whole allocator arenas instead of leaving them half-used under the
+        new ones; names that several apps use are held once. Measured for
+        500k rules and repeated pushes: +60-69 MiB per worker without, +10
+        MiB with (names shared between apps) to ~+45 (every name distinct).
+        The map itself lives only while the tables are built."""
+        share = names.setdefault if names is not None else None
         for app, plain, special in self._tables:
             if isinstance(plain, tuple):
-                names, prios = plain
-                plain = dict(zip(map(sys.intern, orjson.loads(names)), prios, strict=True))
+                raw, prios = plain
+                events = orjson.loads(raw)
+                plain = dict(zip(events if share is None else map(share, events, events), prios,
+                                 strict=True))
             else:
                 plain = dict(plain)
             if isinstance(special, memoryview):
-                names, kinds = orjson.loads(special)
-                special = dict(zip(map(sys.intern, names), kinds, strict=True))
+                events, kinds = orjson.loads(special)
+                special = dict(zip(events if share is None else map(share, events, events), kinds,
+                                   strict=True))
             else:
                 special = dict(special)
             yield app, plain, special

@@ -73,7 +73,7 @@ class RulesFeed(threading.Thread):
             if current is not None and packed.version <= current.version:
                 self.on_applied(current.version)
                 return
-            decider = Decider(packed, self.holder.settings)
+            decider = Decider(packed, self.holder.settings, previous=current)
             del packed  # only the compiled tables stay resident
         elif kind == "delta":
             delta = PackedDelta.from_bytes(blob)

@@ -533,3 +533,14 @@ def test_a_push_sums_its_digest_on_the_way() -> None:
     odd = [pb.Rule(app="a", event="2\x00"), pb.Rule(app="a", event="b", sample_rate=0.5)]
     snap = to_snapshot(stream(pb.SnapshotHeader(version=1, rule_count=2), [odd]))
     assert snap.rules_digest == tables_digest_sum(snap.tables, {})
+
+
+def test_a_push_reuses_the_names_of_the_rules_in_force() -> None:
+    obj = {"version": 1, "rules": [{"app": "a", "event": "x"}, {"app": "b", "event": "x"}]}
+    first = pushed(obj)
+    assert next(iter(first.tables["a"])) is next(iter(first.tables["b"]))  # shared between apps
+    wire = [r.SerializeToString() for r in serde.json_snapshot_to_requests({**obj, "version": 2})]
+    second = serde.snapshot_from_requests((pb.PushSnapshotRequest.FromString(b) for b in wire),
+                                          previous=first)
+    assert second.tables == {"a": {"x": 1}, "b": {"x": 1}}
+    assert next(iter(second.tables["a"])) is next(iter(first.tables["a"]))

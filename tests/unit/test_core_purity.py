@@ -62,7 +62,7 @@ def test_the_probe_can_see_an_io_import() -> None:
 
 
 ALLOWED_IMPORTS = {"__future__", "collections", "dataclasses", "decimal", "functools", "math", "re",
-                   "sys", "typing", "mmh3", "orjson"}
+                   "typing", "mmh3", "orjson"}
 
 
 def test_core_source_imports_only_allowed_modules() -> None:

@@ -201,11 +201,27 @@ def test_the_first_packed_format_is_still_read() -> None:
 
 
 def test_decoded_names_are_shared_objects() -> None:
+    obj = {"version": 1, "rules": [{"app": "a", "event": "p0"}, {"app": "b", "event": "p0"},
+                                   {"app": "b", "event": "s", "sample_rate": 0.5}]}
+    blob = pack(parse_snapshot(obj)).to_bytes()
+    names: dict[str, str] = {}
+    first = {app: (plain, special) for app, plain, special in PackedRules.from_bytes(blob).tables(names)}
+    a1, b1 = next(iter(first["a"][0])), next(iter(first["b"][0]))
+    assert a1 == b1 == "p0" and a1 is b1  # one string for a name several apps use
+    again = {app: (plain, special) for app, plain, special in
+             PackedRules.from_bytes(bytes(blob)).tables(names)}
+    assert next(iter(again["a"][0])) is a1 and next(iter(again["b"][1])) is next(iter(first["b"][1]))
+
+
+def test_a_new_decider_reuses_the_names_of_the_one_it_replaces() -> None:
+    s = DecisionSettings()
     blob = pack(parse_snapshot(SNAP)).to_bytes()
-    first = {app: plain for app, plain, _ in PackedRules.from_bytes(blob).tables()}
-    second = {app: plain for app, plain, _ in PackedRules.from_bytes(bytes(blob)).tables()}
-    a1, a2 = next(iter(first["a"])), next(iter(second["a"]))
-    assert a1 == a2 == "p0" and a1 is a2  # a new push of the same names reuses the strings
+    old = Decider(PackedRules.from_bytes(blob), s)
+    new = Decider(PackedRules.from_bytes(bytes(blob)), s, previous=old)
+    for app, capp in new._apps.items():
+        old_keys = {k: k for k in old._apps[app].events}
+        assert all(old_keys[k] is k for k in capp.events), app
+    assert decisions(new) == decisions(old)
 
 
 def test_rules_without_a_bucket_share_one_compiled_rule() -> None:
