@@ -1,7 +1,7 @@
 """Control-plane benchmark (issue 3): 500k-rule snapshot pushes and 1,000-rule
 deltas against a live gate, under a steady event stream, in one command.
 
-    python bench/rules_push.py [--rate 20000] [--pushes 3] [--deltas 5] [--no-results]
+    python bench/rules_push.py [--rate 20000] [--pushes 3] [--deltas 5] [--unique-names] [--no-results]
 
 Starts its own broker (scripts/kafka.sh, free ports, temp data dir; wiped at
 the end), creates the topics with ``etl-gate topics``, runs ``etl-gate run``
@@ -65,6 +65,11 @@ PUSH_TARGET_S = 2.0
 DELTA_TARGET_MS = 100.0
 RSS_TARGET_MIB = 64.0
 RSS_CAP_MIB = 150.0
+# Synthetic event names: the same in every app by default ("ev00042"), or
+# prefixed with the app (--unique-names): the gate interns names, so whether
+# apps share them changes its memory (docs/DECISIONS.md, "Rules at scale").
+NAME = "ev{j:05d}"
+UNIQUE_NAME = "a{app}_ev{j:05d}"
 
 
 def etl_gate_command() -> list[str]:
@@ -99,7 +104,7 @@ def big_snapshot(version: int, base: list[dict[str, Any]], n_apps: int, per_app:
     k = 0
     for app in app_ids(n_apps):
         for j in range(per_app - taken[app]):
-            rule: dict[str, Any] = {"app": app, "event": f"ev{j:05d}", "priority": prios[k]}
+            rule: dict[str, Any] = {"app": app, "event": NAME.format(app=app, j=j), "priority": prios[k]}
             k += 1
             roll = rng.random()
             if roll < 0.02:
@@ -119,7 +124,8 @@ def make_delta(base: int, version: int, n: int, n_apps: int, per_app: int,
     apps = app_ids(n_apps)
     keys: set[tuple[str, str]] = set()
     while len(keys) < n * 9 // 10:
-        keys.add((rng.choice(apps), f"ev{rng.randrange(per_app - 100):05d}"))
+        app = rng.choice(apps)
+        keys.add((app, NAME.format(app=app, j=rng.randrange(per_app - 100))))
     keys |= {(rng.choice(apps), f"nv{version}_{i}") for i in range(n - len(keys))}
     upserts = []
     for app, event in sorted(keys):
@@ -692,7 +698,9 @@ def report(res: Results) -> list[str]:
         f"{res.consumed:,}, producer errors {res.producer_errors}",
         f"- snapshots: {args.apps} apps x {args.events_per_app:,} names = "
         f"{args.apps * args.events_per_app:,} rules (~10% sampled, ~2% offline, P0:P1:P2 1:4:5, "
-        f"5 monitor apps, the stream's pairs included), {res.snapshot_mib:.0f} MiB of JSON each; "
+        f"5 monitor apps, the stream's pairs included; synthetic names "
+        f"{'unique per app (--unique-names)' if NAME == UNIQUE_NAME else 'the same in every app'}), "
+        f"{res.snapshot_mib:.0f} MiB of JSON each; "
         f"deltas: {args.delta_rules:,} upserts over all {args.apps} apps (90% re-prioritised, 10% new)",
         "",
     ]
@@ -854,6 +862,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--delta-gap", type=float, default=1.0)
     p.add_argument("--keep", action="store_true", help="keep the work dir (gate log, rules files)")
     p.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
+    p.add_argument("--unique-names", action="store_true",
+                   help="synthetic event names unique per app (default: the same names in every app)")
     args = p.parse_args()
     if args.stream_apps > args.apps:
         p.error("--stream-apps must be <= --apps")
@@ -861,7 +871,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
+    global NAME
     args = parse_args()
+    if args.unique_names:
+        NAME = UNIQUE_NAME
     workdir = Path(tempfile.mkdtemp(prefix="etl-gate-rules-push-"))
     try:
         res = run(args, workdir)

@@ -7,11 +7,14 @@ This is the one module that imports the generated messages (``etl_gate.pb``);
 
 Inbound rules are validated with the core's own rules (SPEC section 2), and
 errors name the entry the way ``core/rules.py`` does (``rules[7] (app '1128',
-event 'x'): ...``, counted across the whole stream). Half a million rules must
-convert in well under a second, so each chunk goes through a fast path
-(columns pulled out of the messages in C, each *distinct* value checked by
-``parse_rule``, Rules built with ``map``) and only a chunk the fast path is
-not sure of goes through the exact path (one ``parse_rule`` per entry), which
+event 'x'): ...``, counted across the whole stream, or as the chunk numbers
+its entries). Half a million rules must convert in well under a second, so
+plain rules travel as per-app columns (``PlainRules``: names and one priority
+byte each), which become the snapshot's per-app tables with one
+``dict.update`` each; the other rows go through a fast path (columns pulled
+out of the messages in C, each *distinct* value checked by ``parse_rule``,
+Rules built with ``map``). Only a chunk the fast paths are not sure of goes
+through the exact path (one ``parse_rule`` per entry, in entry order), which
 then raises the error or, on a false alarm, builds the same rules.
 """
 
@@ -23,20 +26,24 @@ import math
 import operator
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
 from etl_gate.core import OUTCOMES
+from etl_gate.core.digest import plain_terms, rule_term
 from etl_gate.core.rules import (
     AppSettings,
     Rule,
     RulesDelta,
     RulesError,
     RulesSnapshot,
+    Table,
     app_text,
     check_keys,
     parse_delta,
     parse_rule,
     parse_snapshot,
+    table_entry,
 )
 from etl_gate.pb.control.v1 import control_pb2 as pb
 from etl_gate.stats import AppStat, EventStat
@@ -208,30 +215,164 @@ class RuleTable:
     def _fast(self, msgs: Sequence[pb.Rule], wire: bytes) -> Iterator[tuple[tuple[str, str], Rule]] | None:
         """The chunk's (key, rule) pairs, duplicates not checked; None when a
         value may be invalid."""
-        if not msgs:
-            return iter(())
-        apps, events, prios, states, rates, keys, maxes = zip(*map(_ROW, msgs), strict=True)
-        if "" in apps or "" in events:
+        columns = _fast_columns(msgs, wire)
+        if columns is None:
             return None
-        if not _KNOWN_PRIORITIES.issuperset(prios) or not _KNOWN_STATES.issuperset(states):
-            return None
-        if _SET_EMPTY_SAMPLE_KEY in wire or _SET_ZERO_MAX_RATE in wire:
-            return None  # both invalid when set: the exact path names the entry
-        if _SET_ZERO_SAMPLE_RATE in wire:
-            # A rate read as 0.0 is a set 0.0 (valid: keep nothing) or unset (1.0).
-            resolved = [r or (r if m.HasField("sample_rate") else 1.0)
-                        for r, m in zip(rates, msgs, strict=True)]
-            valid = all(_accepts("sample_rate", r) for r in set(resolved))
-            rate_column: Iterable[Any] | None = resolved if valid else None
-        else:
-            rate_column = _with_default(rates, 0.0, 1.0, "sample_rate")
-        key_column = _with_default(keys, "", None, "sample_key")
-        max_column = _with_default(maxes, 0.0, None, "max_rate")
-        if rate_column is None or key_column is None or max_column is None:
-            return None
-        rules = map(Rule, apps, events, map(_RULE_PRIORITY_FROM_PB.__getitem__, prios), rate_column,
-                    map((pb.OFFLINE).__eq__, states), key_column, max_column)
+        apps, events, rules = columns
         return zip(zip(apps, events, strict=True), rules, strict=True)
+
+
+def _fast_columns(msgs: Sequence[pb.Rule], wire: bytes
+                  ) -> tuple[Sequence[str], Sequence[str], Iterator[Rule]] | None:
+    """Rows as (apps, events, rules) with duplicates not checked; None when a
+    value may be invalid. ``wire``: see RuleTable.add."""
+    if not msgs:
+        return (), (), iter(())
+    apps, events, prios, states, rates, keys, maxes = zip(*map(_ROW, msgs), strict=True)
+    if "" in apps or "" in events:
+        return None
+    if not _KNOWN_PRIORITIES.issuperset(prios) or not _KNOWN_STATES.issuperset(states):
+        return None
+    if _SET_EMPTY_SAMPLE_KEY in wire or _SET_ZERO_MAX_RATE in wire:
+        return None  # both invalid when set: the exact path names the entry
+    if _SET_ZERO_SAMPLE_RATE in wire:
+        # A rate read as 0.0 is a set 0.0 (valid: keep nothing) or unset (1.0).
+        resolved = [r or (r if m.HasField("sample_rate") else 1.0)
+                    for r, m in zip(rates, msgs, strict=True)]
+        valid = all(_accepts("sample_rate", r) for r in set(resolved))
+        rate_column: Iterable[Any] | None = resolved if valid else None
+    else:
+        rate_column = _with_default(rates, 0.0, 1.0, "sample_rate")
+    key_column = _with_default(keys, "", None, "sample_key")
+    max_column = _with_default(maxes, 0.0, None, "max_rate")
+    if rate_column is None or key_column is None or max_column is None:
+        return None
+    rules = map(Rule, apps, events, map(_RULE_PRIORITY_FROM_PB.__getitem__, prios), rate_column,
+                map((pb.OFFLINE).__eq__, states), key_column, max_column)
+    return apps, events, rules
+
+
+# Proto Priority number -> core priority, as a bytes.translate table; 255: not a priority.
+_CORE_PRIORITY_BYTES = bytes([*_RULE_PRIORITY_FROM_PB, *[255] * (256 - len(_RULE_PRIORITY_FROM_PB))])
+
+
+class SnapshotTables:
+    """A pushed snapshot's rules, received chunk by chunk (Rule rows and
+    per-app plain columns) and validated as they arrive, into per-app tables
+    (``core.rules.Table``). Entries are numbered across the whole stream (or
+    as the chunk numbers them); errors name them as ``rules[i] (app 'a',
+    event 'e')``, the first in entry order first, as ``core/rules.py`` does."""
+
+    def __init__(self, where: str = "rules", previous: RulesSnapshot | None = None) -> None:
+        self.where = where
+        self.tables: dict[str, Table] = {}
+        self.count = 0
+        # Event names -> the str objects to use: those of the rules in force
+        # (``previous``), so a push of mostly unchanged names allocates few new
+        # strings and the supervisor's memory does not creep per push, and
+        # names several apps use are held once (PackedRules.tables does the
+        # same in the workers).
+        self.names: dict[str, str] = {}
+        if previous is not None:
+            for table in previous.tables.values():
+                self.names.update(zip(table, table, strict=True))
+        # The rules' digest (core/digest.py), summed chunk by chunk while the
+        # upload goes on: the authority then need not hash 500k rules while
+        # the workers build their tables.
+        self.digest = 0
+
+    def add(self, chunk: pb.RuleChunk) -> None:
+        """Add one chunk. Raises RulesError; the tables are then unusable."""
+        n = len(chunk.rules)
+        for group in chunk.plain:
+            if len(group.priorities) != len(group.events):
+                raise RulesError(f"push: plain rules of app {group.app!r}: {len(group.events)} "
+                                 f"events but {len(group.priorities)} priorities")
+            n += len(group.events)
+        if chunk.entries and len(chunk.entries) != n:
+            raise RulesError(f"push: a chunk of {n} rules numbers {len(chunk.entries)} entries")
+        with _gc_pause:
+            rows = chunk.rules
+            # Only the rows' bytes: see _SET_ZERO_SAMPLE_RATE.
+            wire = b"" if not rows else (pb.RuleChunk(rules=rows).SerializeToString() if chunk.plain
+                                         else chunk.SerializeToString())
+            columns = _fast_columns(rows, wire)
+            plain = _fast_plain(chunk.plain, self.names)
+            if columns is None or plain is None:
+                self._exact(chunk, n, None)  # raises, or builds what the fast path would
+            else:
+                tables = self.tables
+                apps, events, rules = columns
+                before = {app: len(tables.get(app, ())) for app in {*apps, *(g[0] for g in plain)}}
+                digest = 0
+                for app, event, rule in zip(apps, events, rules, strict=True):
+                    table = tables.get(app)
+                    if table is None:
+                        table = tables[app] = {}
+                    table[event] = rule.priority if rule.plain else rule
+                    digest += rule_term(rule)
+                for app, names, prios in plain:
+                    table = tables.get(app)
+                    if table is None:
+                        table = tables[app] = {}
+                    table.update(zip(names, prios, strict=True))
+                    digest += plain_terms(app, names, prios)
+                if sum(len(tables[a]) for a in before) - sum(before.values()) != n:
+                    self._exact(chunk, n, before)  # a duplicate key: raises
+                    raise AssertionError("unreachable: the exact path raises on a duplicate")
+                self.digest += digest
+        self.count += n
+
+    def _exact(self, chunk: pb.RuleChunk, n: int, before: dict[str, int] | None) -> None:
+        """One parse_rule per entry, in entry order; raises the first error.
+        ``before``: the table sizes before this chunk, if it was added (keys
+        from earlier chunks come first in a table); None: not added, and it is
+        added if no error is found."""
+        items = [rule_json(m) for m in chunk.rules]
+        items += [{"app": g.app, "event": e, "priority": _PRIORITY_JSON.get(p, p)}
+                  for g in chunk.plain for e, p in zip(g.events, g.priorities, strict=True)]
+        numbers: Sequence[int] = list(chunk.entries) or range(self.count, self.count + n)
+        tables = self.tables
+        earlier: dict[str, AbstractSet[str]] = {}
+
+        def known(app: str, event: str) -> bool:
+            if before is None:
+                return event in tables.get(app, ())
+            keys = earlier.get(app)
+            if keys is None:
+                keys = earlier[app] = set(itertools.islice(tables.get(app, ()), before.get(app, 0)))
+            return event in keys
+
+        seen: set[tuple[str, str]] = set()
+        parsed: list[Rule] = []
+        for i in sorted(range(n), key=numbers.__getitem__):
+            where = f"{self.where}[{numbers[i]}]"
+            rule = parse_rule(items[i], where)
+            key = (rule.app, rule.event)
+            if key in seen or known(*key):
+                raise _duplicate(where, key)
+            seen.add(key)
+            parsed.append(rule)
+        if before is None:
+            for rule in parsed:
+                tables.setdefault(rule.app, {})[rule.event] = table_entry(rule)
+            self.digest += sum(map(rule_term, parsed))
+
+
+def _fast_plain(groups: Sequence[pb.PlainRules], names: dict[str, str]
+                ) -> list[tuple[str, list[str], bytes]] | None:
+    """(app, events, core priorities) per group, names shared through
+    ``names``; None when a value may be invalid."""
+    out = []
+    share = names.setdefault
+    for group in groups:
+        events = list(group.events)
+        events = list(map(share, events, events))
+        prios = group.priorities.translate(_CORE_PRIORITY_BYTES)
+        if not group.app or "" in events or b"\xff" in prios:
+            return None
+        out.append((group.app, events, prios))
+    return out
 
 
 def _with_default(values: tuple[Any, ...], unset: Any, default: Any, field: str) -> Iterable[Any] | None:
@@ -264,10 +405,12 @@ def apps_from_pb(msgs: Iterable[pb.AppSettings]) -> dict[str, AppSettings]:
     return dict(parse_snapshot({"version": 0, "apps": _apps_json(msgs)}).apps)
 
 
-def snapshot_from_requests(requests: Iterable[pb.PushSnapshotRequest]) -> RulesSnapshot:
+def snapshot_from_requests(requests: Iterable[pb.PushSnapshotRequest],
+                           previous: RulesSnapshot | None = None) -> RulesSnapshot:
     """Assemble and validate a pushed snapshot: one SnapshotHeader, then
     RuleChunks carrying exactly header.rule_count rules. Each chunk is
-    converted as it arrives, so the work overlaps the upload."""
+    converted as it arrives, so the work overlaps the upload. ``previous``
+    (the rules in force) lends its name strings (SnapshotTables)."""
     it = iter(requests)
     first = next(it, None)
     if first is None or first.WhichOneof("part") != "header":
@@ -275,19 +418,19 @@ def snapshot_from_requests(requests: Iterable[pb.PushSnapshotRequest]) -> RulesS
     header = first.header
     # Version and apps through the core (it checks modes and priorities).
     base = parse_snapshot({"version": header.version, "apps": _apps_json(header.apps)})
-    table = RuleTable("rules")
+    table = SnapshotTables("rules", previous)
     for n, req in enumerate(it, 1):
         part = req.WhichOneof("part")
         if part != "chunk":
             raise RulesError(f"push: message {n}: expected a RuleChunk, got {part or 'an empty message'}")
         chunk = req.chunk
-        if table.count + len(chunk.rules) > header.rule_count:
+        if table.count + len(chunk.rules) + sum(len(g.events) for g in chunk.plain) > header.rule_count:
             raise RulesError(f"push: more rules than the {header.rule_count} the header announced")
-        table.add(chunk.rules, chunk.SerializeToString())
+        table.add(chunk)
     if table.count != header.rule_count:
         raise RulesError(f"push: the header announced {header.rule_count} rules but the stream "
                          f"carried {table.count}")
-    return RulesSnapshot(base.version, table.rules, base.apps)
+    return RulesSnapshot(base.version, table.tables, base.apps, table.count, table.digest)
 
 
 def delta_from_pb(req: pb.ApplyDeltaRequest) -> RulesDelta:
@@ -335,17 +478,29 @@ def apps_to_pb(apps: Mapping[str, AppSettings]) -> list[pb.AppSettings]:
 
 def snapshot_to_requests(snapshot: RulesSnapshot,
                          chunk_size: int = DEFAULT_CHUNK_RULES) -> Iterator[pb.PushSnapshotRequest]:
-    """A snapshot as a PushSnapshot stream (also the ExportRules stream)."""
+    """A snapshot as a PushSnapshot stream (also the ExportRules stream):
+    special rules as rows, plain ones as per-app columns."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     yield pb.PushSnapshotRequest(header=pb.SnapshotHeader(
-        version=snapshot.version, apps=apps_to_pb(snapshot.apps), rule_count=len(snapshot.rules)))
-    rules = iter(snapshot.rules.values())
-    while batch := list(itertools.islice(rules, chunk_size)):
+        version=snapshot.version, apps=apps_to_pb(snapshot.apps), rule_count=snapshot.rule_count))
+    entries = ((app, event, entry) for app, table in snapshot.tables.items()
+               for event, entry in table.items())
+    while batch := list(itertools.islice(entries, chunk_size)):
         req = pb.PushSnapshotRequest()
         add = req.chunk.rules.add
-        for rule in batch:
-            _fill_rule(add(), rule)
+        groups: dict[str, tuple[list[str], bytearray]] = {}
+        for app, event, entry in batch:
+            if type(entry) is int:
+                group = groups.get(app)
+                if group is None:
+                    group = groups[app] = ([], bytearray())
+                group[0].append(event)
+                group[1].append(_PRIORITY_TO_PB[entry])
+            else:
+                _fill_rule(add(), entry)  # type: ignore[arg-type]
+        for app, (events, prios) in groups.items():
+            req.chunk.plain.add(app=app, events=events, priorities=bytes(prios))
         yield req
 
 
@@ -407,14 +562,70 @@ def _json_rule_fields(item: Any, where: str) -> dict[str, Any]:
     return fields
 
 
-def _add_json_rules(container: Any, items: Iterable[Any], where: str, start: int = 0) -> None:
+def _add_json_rules(container: Any, items: Iterable[Any], where: str, start: int = 0,
+                    numbers: Iterable[int] | None = None) -> None:
+    """Rows for ``items``, numbered from ``start`` (or by ``numbers``) in errors."""
     add = container.add
-    for i, item in enumerate(items, start):
+    for i, item in zip(itertools.count(start) if numbers is None else numbers, items, strict=False):
         fields = _json_rule_fields(item, f"{where}[{i}]")
         try:
             add(**fields)
         except (TypeError, ValueError, OverflowError) as e:
             raise RulesError(f"{_named(f'{where}[{i}]', fields)}: {e}") from None
+
+
+# app -> (events, proto priority numbers, entry numbers) of its plain rules.
+_Groups = dict[str, tuple[list[str], bytearray, list[int]]]
+
+
+def _classify(items: list[Any], start: int) -> tuple[_Groups, list[Any], list[int]]:
+    """Plain rules (objects with nothing but a non-empty string app and event
+    and a known priority) grouped per app; every other item as a row, with
+    its entry number. (A Python loop: column scans with map/compress were
+    measured slower.)"""
+    groups: _Groups = {}
+    rows: list[Any] = []
+    row_numbers: list[int] = []
+    priority = _JSON_PRIORITY
+    for i, item in enumerate(items, start):
+        # Keys: app and event (checked below), and priority if a third one.
+        if type(item) is dict and (len(item) == 2 or (len(item) == 3 and "priority" in item)):
+            app, event, p = item.get("app"), item.get("event"), item.get("priority", "P1")
+            if type(app) is str and app and type(event) is str and event and type(p) is str:
+                prio = priority.get(p)
+                if prio is not None:
+                    group = groups.get(app)
+                    if group is None:
+                        group = groups[app] = ([], bytearray(), [])
+                    group[0].append(event)
+                    group[1].append(prio)
+                    group[2].append(i)
+                    continue
+        rows.append(item)
+        row_numbers.append(i)
+    return groups, rows, row_numbers
+
+
+def _json_chunk(items: list[Any], start: int, where: str = "rules") -> pb.PushSnapshotRequest:
+    """One RuleChunk for ``items`` (entries ``start``...): plain rules as
+    per-app columns, the rest as rows; ``entries`` numbers them as in the
+    JSON when that order changed."""
+    groups, rows, row_numbers = _classify(items, start)
+    req = pb.PushSnapshotRequest()
+    chunk = req.chunk
+    _add_json_rules(chunk.rules, rows, where, numbers=row_numbers)
+    numbers = row_numbers
+    for app, (events, prios, group_numbers) in groups.items():
+        try:
+            chunk.plain.add(app=app, events=events, priorities=bytes(prios))
+        except (TypeError, ValueError):  # an event protobuf cannot carry: name it
+            _add_json_rules(pb.RuleChunk().rules, ({"app": app, "event": e} for e in events), where,
+                            numbers=group_numbers)
+            raise
+        numbers += group_numbers
+    if numbers != list(range(start, start + len(items))):
+        chunk.entries.extend(numbers)
+    return req
 
 
 def _json_version(obj: Mapping[str, Any], key: str, where: str) -> int:
@@ -469,9 +680,7 @@ def json_snapshot_to_requests(obj: Any, chunk_size: int = DEFAULT_CHUNK_RULES
 
 def _json_chunks(rules: list[Any], chunk_size: int) -> Iterator[pb.PushSnapshotRequest]:
     for start in range(0, len(rules), chunk_size):
-        req = pb.PushSnapshotRequest()
-        _add_json_rules(req.chunk.rules, rules[start:start + chunk_size], "rules", start)
-        yield req
+        yield _json_chunk(rules[start:start + chunk_size], start)
 
 
 def json_delta_to_pb(obj: Any) -> pb.ApplyDeltaRequest:
@@ -518,6 +727,9 @@ def requests_to_json(requests: Iterable[pb.PushSnapshotRequest]) -> dict[str, An
             if msg.HasField("max_rate"):
                 out["max_rate"] = msg.max_rate
             rules.append(out)
+        for group in req.chunk.plain:
+            rules += [{"app": group.app, "event": e, "priority": _PRIORITY_JSON.get(p, p)}
+                      for e, p in zip(group.events, group.priorities, strict=True)]
     if len(rules) != header.rule_count:
         raise RulesError(f"export: the header announced {header.rule_count} rules, "
                          f"the stream carried {len(rules)}")

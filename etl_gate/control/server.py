@@ -158,9 +158,9 @@ class ControlServicer:
                      context: grpc.ServicerContext) -> serde.PushResponse:
         received = time.monotonic()
         try:
-            snapshot = serde.snapshot_from_requests(request_iterator)
+            snapshot = serde.snapshot_from_requests(request_iterator, self.authority.snapshot())
             log.info("push: version %d, %d rules, %d apps received from %s in %.2fs",
-                     snapshot.version, len(snapshot.rules), len(snapshot.apps), context.peer(),
+                     snapshot.version, snapshot.rule_count, len(snapshot.apps), context.peer(),
                      time.monotonic() - received)
             result = self.authority.push_snapshot(snapshot)
         except Exception as e:

@@ -152,11 +152,13 @@ class Decider:
     """Compiled rules + settings: ``decide(raw, ts_ms)`` for every event.
 
     Build it from a snapshot (``build_decider``) or its packed form
-    (``Decider(packed, settings)``); ``with_delta`` returns a new decider and
+    (``Decider(packed, settings, previous)``, ``previous``: the decider it
+    replaces, whose name strings it reuses); ``with_delta`` returns a new decider and
     leaves this one untouched, so the hot loop can keep using it meanwhile.
     """
 
-    def __init__(self, packed: PackedRules | RulesSnapshot, settings: DecisionSettings) -> None:
+    def __init__(self, packed: PackedRules | RulesSnapshot, settings: DecisionSettings,
+                 previous: Decider | None = None) -> None:
         if isinstance(packed, RulesSnapshot):
             packed = pack(packed)
         self.version = packed.version
@@ -170,22 +172,35 @@ class Decider:
         self._get_time = reader_getter(settings.time_path)
         self._default_keys = tuple(reader_getter(p) for p in settings.sample_keys)
         self._key_cache: dict[str, tuple[Getter, ...]] = {}
-        self._set_reader({r.sample_key for r in packed.special if r.sample_key is not None})
+        self._set_reader({k[3] for k in packed.kinds if k[3] is not None})
         self._quarantine_threshold = threshold(settings.quarantine_rate)
         self._clock_ms = 0
         self._make_verdicts()
+        # Compiled rules without a bucket hold no per-rule state, so one per
+        # distinct setting serves every rule that has it (a 500k list has a
+        # handful): ~190 bytes saved per special rule.
+        self._shared: dict[tuple[int, float, bool, str | None], _CompiledRule] = {}
         self._apps: dict[str, _CompiledApp] = {}
-        for app, lists in packed.plain.items():
-            # dict.fromkeys: the table of a 500k-rule list is built in C.
-            events: dict[str, int | _CompiledRule] = dict.fromkeys(lists[0], 0)
-            events.update(dict.fromkeys(lists[1], 1))
-            events.update(dict.fromkeys(lists[2], 2))
-            self._apps[app] = _CompiledApp(events, -1)
+        kinds = packed.kinds
+        # Event names are shared with the decider in force (``previous``) and
+        # between apps: see PackedRules.tables.
+        names: dict[str, str] = {}
+        if previous is not None:
+            for capp in previous._apps.values():
+                names.update(zip(capp.events, capp.events, strict=True))
+        for app, events, special in packed.tables(names):
+            # ``events`` ({event: priority}, built in C from this app's packed
+            # segment) becomes the table itself: no copy, no per-rule Python
+            # work for plain rules.
+            if special:
+                compiled = self._compiled
+                for event, k in special.items():
+                    events[event] = compiled(*kinds[k])  # type: ignore[assignment]
+            self._apps[app] = _CompiledApp(events, -1)  # type: ignore[arg-type]
+        del names
         self._set_apps(packed.apps)
-        for rule in packed.special:
-            self._set_rule(self._app(rule.app), rule)
         # The worker reads input timestamps only when some rule has a cap.
-        self.has_rate_caps = any(r.max_rate is not None and not r.offline for r in packed.special)
+        self.has_rate_caps = packed.has_rate_caps
 
     def _set_reader(self, rule_keys: set[str]) -> None:
         """The decoder of this version: it reads the configured paths and
@@ -231,21 +246,30 @@ class Decider:
             self._app(app).monitor_priority = prio if monitor else -1
 
     def _set_rule(self, capp: _CompiledApp, rule: Rule) -> None:
-        if rule.plain:
-            capp.events[rule.event] = rule.priority
-            return
+        capp.events[rule.event] = (rule.priority if rule.plain else
+                                   self._compiled(rule.priority, rule.sample_rate, rule.offline,
+                                                  rule.sample_key, rule.max_rate))
+
+    def _compiled(self, priority: int, sample_rate: float, offline: bool, sample_key: str | None,
+                  max_rate: float | None) -> _CompiledRule:
+        """The compiled form of a special rule: shared when it has no bucket."""
+        capped = max_rate is not None and not offline
+        if not capped:
+            shared = self._shared.get((priority, sample_rate, offline, sample_key))
+            if shared is not None:
+                return shared
         getters = self._default_keys
-        if rule.sample_key is not None:
-            getters = self._key_cache.get(rule.sample_key) or self._key_cache.setdefault(
-                rule.sample_key, (reader_getter(rule.sample_key),))
-        bucket = None
-        if rule.max_rate is not None and not rule.offline:
-            bucket = TokenBucket(rule.max_rate * self.settings.rate_share)
-        vkey = (rule.priority, rule.sample_rate)
+        if sample_key is not None:
+            getters = self._key_cache.get(sample_key) or self._key_cache.setdefault(
+                sample_key, (reader_getter(sample_key),))
+        bucket = TokenBucket(max_rate * self.settings.rate_share) if capped else None  # type: ignore[operator]
+        vkey = (priority, sample_rate)
         self._pass_verdict(vkey)
-        capp.events[rule.event] = _CompiledRule(
-            vkey, rule.offline, threshold(rule.sample_rate) if rule.sample_rate < 1.0 else None,
-            getters, bucket)
+        rule = _CompiledRule(vkey, offline, threshold(sample_rate) if sample_rate < 1.0 else None,
+                             getters, bucket)
+        if not capped:
+            self._shared[(priority, sample_rate, offline, sample_key)] = rule
+        return rule
 
     def with_delta(self, delta: PackedDelta) -> Decider:
         """A new decider: this one with ``delta`` applied. Only the apps the
@@ -273,6 +297,7 @@ class Decider:
         new.version = delta.version
         new._apps = apps
         new._key_cache = dict(self._key_cache)
+        new._shared = dict(self._shared)
         keys = {r.sample_key for r in delta.upserts if r.sample_key is not None}
         if not all(map(self._reader.covers, keys)):
             new._set_reader(keys | self._reader.paths)

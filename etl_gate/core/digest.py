@@ -11,20 +11,48 @@ compute the same number from its own rows in any order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from functools import partial
 
 import mmh3
 
-from .rules import PRIORITIES, AppSettings, Rule
+from .rules import PRIORITIES, AppSettings, Rule, Table
 
 _MOD = 1 << 128
 
 
-def rule_term(r: Rule) -> int:
-    line = (f"{r.app}\x1f{r.event}\x1f{PRIORITIES[r.priority]}\x1f{r.sample_rate!r}\x1f"
+def _line(r: Rule) -> str:
+    return (f"{r.app}\x1f{r.event}\x1f{PRIORITIES[r.priority]}\x1f{r.sample_rate!r}\x1f"
             f"{int(r.offline)}\x1f{r.sample_key or ''}\x1f"
             f"{'' if r.max_rate is None else repr(r.max_rate)}")
-    return mmh3.hash128(line.encode(), 0, signed=False)
+
+
+def rule_term(r: Rule) -> int:
+    return mmh3.hash128(_line(r).encode(), 0, signed=False)
+
+
+# A plain rule's line after its event: priority, rate 1.0, active, no key, no cap.
+_PLAIN_TAIL = tuple(f"\x1f{p}\x1f1.0\x1f0\x1f\x1f" for p in PRIORITIES)
+_hash = partial(mmh3.hash128, seed=0, signed=False)  # str keys hash as their UTF-8
+
+
+def plain_terms(app: str, events: Iterable[str], priorities: Iterable[int]) -> int:
+    """The sum of the terms of ``app``'s plain rules (not reduced mod 2**128)."""
+    head, tail = app + "\x1f", _PLAIN_TAIL
+    return sum(map(_hash, [head + e + tail[p] for e, p in zip(events, priorities, strict=True)]))
+
+
+def tables_digest_sum(tables: Mapping[str, Table], apps: Mapping[str, AppSettings]) -> int:
+    """``digest_sum`` of a snapshot's per-app tables, without making Rules:
+    the plain rules' lines are built and hashed in one comprehension."""
+    total = 0
+    tail = _PLAIN_TAIL
+    for app, table in tables.items():
+        head = app + "\x1f"
+        total += sum(map(_hash, [head + e + tail[v] if type(v) is int else _line(v)  # type: ignore[arg-type]
+                                 for e, v in table.items()]))
+    total += sum(app_term(a, s) for a, s in apps.items())
+    return total % _MOD
 
 
 def app_term(app: str, s: AppSettings) -> int:
@@ -32,7 +60,7 @@ def app_term(app: str, s: AppSettings) -> int:
     return mmh3.hash128(line.encode(), 0, signed=False)
 
 
-def digest_sum(rules: Iterable[Rule], apps: dict[str, AppSettings]) -> int:
+def digest_sum(rules: Iterable[Rule], apps: Mapping[str, AppSettings]) -> int:
     total = sum(map(rule_term, rules))
     total += sum(app_term(a, s) for a, s in apps.items())
     return total % _MOD

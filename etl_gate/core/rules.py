@@ -8,7 +8,7 @@ these objects: ``compile.py`` turns a snapshot into lookup tables.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -96,11 +96,88 @@ class AppSettings:
                 "default_priority": PRIORITIES[self.default_priority]}
 
 
+# One app's rules: event -> its priority (an int) for a plain rule, else the
+# Rule. Plain rules are ~90% of a big allow-list; holding them as a name and a
+# small int instead of a Rule and an (app, event) key is what keeps 500k rules
+# cheap to build and to hold (the supervisor, the packed form, the workers).
+Table = dict[str, int | Rule]
+
+
+def table_entry(rule: Rule) -> int | Rule:
+    return rule.priority if rule.plain else rule
+
+
+def entry_rule(app: str, event: str, entry: int | Rule) -> Rule:
+    return Rule(app, event, entry) if type(entry) is int else entry  # type: ignore[return-value]
+
+
+class RulesView(Mapping[tuple[str, str], Rule]):
+    """A snapshot's rules as a read-only (app, event) -> Rule mapping, made on
+    demand from the per-app tables."""
+
+    __slots__ = ("_tables", "_count")
+
+    def __init__(self, tables: Mapping[str, Table], count: int) -> None:
+        self._tables = tables
+        self._count = count
+
+    def __getitem__(self, key: tuple[str, str]) -> Rule:
+        app, event = key
+        return entry_rule(app, event, self._tables[app][event])
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        table = self._tables.get(key[0])
+        return table is not None and key[1] in table
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for app, table in self._tables.items():
+            for event in table:
+                yield (app, event)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def values(self) -> Iterator[Rule]:  # type: ignore[override]
+        for app, table in self._tables.items():
+            for event, entry in table.items():
+                yield entry_rule(app, event, entry)
+
+
 @dataclass(frozen=True, slots=True)
 class RulesSnapshot:
+    """A validated snapshot. ``tables``: app -> Table (no empty tables);
+    never mutated once built (a delta copies the tables it touches)."""
+
     version: int
-    rules: Mapping[tuple[str, str], Rule]
+    tables: Mapping[str, Table] = field(default_factory=dict)
     apps: Mapping[str, AppSettings] = field(default_factory=dict)
+    rule_count: int = -1  # -1: count the tables
+    # The rules' part of the content digest (core/digest.py: the sum of the
+    # rule terms, apps not included), when whoever built the snapshot summed it
+    # on the way (the gRPC push does, chunk by chunk); None: not known.
+    rules_digest: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.rule_count < 0:
+            object.__setattr__(self, "rule_count", sum(map(len, self.tables.values())))
+
+    @classmethod
+    def from_rules(cls, version: int, rules: Mapping[tuple[str, str], Rule] | Iterable[Rule],
+                   apps: Mapping[str, AppSettings] | None = None) -> RulesSnapshot:
+        """From Rules (or a key -> Rule mapping); a later rule replaces an earlier one."""
+        tables: dict[str, Table] = {}
+        for rule in (rules.values() if isinstance(rules, Mapping) else rules):
+            table = tables.get(rule.app)
+            if table is None:
+                table = tables[rule.app] = {}
+            table[rule.event] = table_entry(rule)
+        return cls(version, tables, dict(apps or {}))
+
+    @property
+    def rules(self) -> RulesView:
+        return RulesView(self.tables, self.rule_count)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -269,7 +346,7 @@ def parse_snapshot(obj: Any) -> RulesSnapshot:
     version = _parse_version(obj["version"], "snapshot.version")
     apps = _parse_apps(obj.get("apps"), "apps")
     rules = _parse_rule_list(obj.get("rules", []), "rules")
-    return RulesSnapshot(version, rules, apps)
+    return RulesSnapshot.from_rules(version, rules, apps)
 
 
 def parse_delta(obj: Any) -> RulesDelta:
@@ -302,16 +379,33 @@ def check_newer(current: RulesSnapshot | None, version: int) -> None:
 
 
 def apply_delta(current: RulesSnapshot, delta: RulesDelta) -> RulesSnapshot:
-    """A new snapshot: ``current`` with ``delta`` applied. ``current`` is untouched."""
+    """A new snapshot: ``current`` with ``delta`` applied. ``current`` is
+    untouched; only the tables of the apps the delta names are copied."""
     if delta.base_version != current.version:
         raise BaseVersionMismatch(delta.base_version, current.version)
     check_newer(current, delta.version)
-    rules = dict(current.rules)
-    for key in delta.deletes:
-        if key not in rules:
-            raise RulesError(f"delete of (app {key[0]!r}, event {key[1]!r}): no such rule")
-        del rules[key]
+    tables = dict(current.tables)
+    copied: set[str] = set()
+
+    def writable(app: str) -> Table:
+        if app not in copied:
+            tables[app] = dict(tables.get(app, ()))
+            copied.add(app)
+        return tables[app]
+
+    count = current.rule_count
+    for app, event in delta.deletes:
+        table = tables.get(app)
+        if table is None or event not in table:
+            raise RulesError(f"delete of (app {app!r}, event {event!r}): no such rule")
+        del writable(app)[event]
+        count -= 1
     for rule in delta.upserts:
-        rules[rule.key] = rule
+        table = writable(rule.app)
+        count += rule.event not in table
+        table[rule.event] = table_entry(rule)
+    for app in copied:
+        if not tables[app]:
+            del tables[app]
     apps = {**current.apps, **delta.apps}
-    return RulesSnapshot(delta.version, rules, apps)
+    return RulesSnapshot(delta.version, tables, apps, count)

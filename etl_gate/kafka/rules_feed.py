@@ -18,9 +18,16 @@ import orjson
 
 from ..core import Decider
 from ..core.packed import PackedDelta, PackedRules
+from ..memory import malloc_trim
 from ..rules_source import RulesHolder
 
 log = logging.getLogger(__name__)
+
+# After a swap, give the old tables' memory back to the OS (etl_gate/memory.py),
+# once the hot loop has let go of the old decider: it keeps it until its batch
+# ends, and the commit ledger may hold it until the next commit. So: when the
+# feed has been idle this long after a change, and again later.
+TRIM_AFTER_S = (1.0, 4.0)
 
 
 class RulesFeed(threading.Thread):
@@ -33,10 +40,16 @@ class RulesFeed(threading.Thread):
         self.on_applied = on_applied
         self.on_closed = on_closed
         self.on_surge = on_surge
+        self.trim = malloc_trim
 
     def run(self) -> None:
+        trims: list[float] = []  # idle waits before the next trims
         while True:
             try:
+                if trims and not self.conn.poll(trims[0]):
+                    self.trim()  # idle since the swap: the old tables should be gone
+                    del trims[0]
+                    continue
                 kind, blob = self.conn.recv()
             except (EOFError, OSError):
                 self.on_closed()  # the supervisor is gone
@@ -47,6 +60,8 @@ class RulesFeed(threading.Thread):
                 log.exception("rules update (%s) failed; keeping version %s", kind,
                               self.holder.version)
             del blob
+            if kind != "surge":
+                trims = list(TRIM_AFTER_S)
 
     def _apply(self, kind: str, blob: bytes) -> None:
         if kind == "surge":  # protections for surging events, not a rules version
@@ -58,7 +73,7 @@ class RulesFeed(threading.Thread):
             if current is not None and packed.version <= current.version:
                 self.on_applied(current.version)
                 return
-            decider = Decider(packed, self.holder.settings)
+            decider = Decider(packed, self.holder.settings, previous=current)
             del packed  # only the compiled tables stay resident
         elif kind == "delta":
             delta = PackedDelta.from_bytes(blob)

@@ -151,3 +151,17 @@ def test_rules_file_watcher_submits_only_newer_valid_versions(tmp_path: Path) ->
     assert not watcher.poll() and a.version == 2  # older than the rules in force
     path.write_bytes(orjson.dumps(snap(7, n=3)))
     assert watcher.poll() and a.version == 7
+
+
+def test_a_digest_summed_on_the_way_is_the_digest(tmp_path: Path) -> None:
+    from etl_gate.control import serde
+
+    obj = snap(4, 50)
+    obj["rules"].append({"app": "b", "event": "s", "sample_rate": 0.5})
+    via_grpc = serde.snapshot_from_requests(serde.json_snapshot_to_requests(obj))
+    assert via_grpc.rules_digest is not None
+    a, _ = make(tmp_path / "a")
+    b, _ = make(tmp_path / "b")
+    assert (a.push_snapshot(via_grpc).rules.digest
+            == b.push_snapshot(parse_snapshot(obj)).rules.digest
+            == hex_digest(digest_sum(parse_snapshot(obj).rules.values(), parse_snapshot(obj).apps)))

@@ -97,7 +97,7 @@ def test_every_field_value_survives_the_round_trip() -> None:
             (0, 1.0, False, None, None), (1, 0.0, False, None, None), (2, 0.5, True, "a.b", 1.5),
             (2, -0.0, False, "device_id", 1e9), (1, 1e-9, False, None, 0.001)]):
         rules[("a", f"e{i}")] = Rule("a", f"e{i}", prio, rate, offline, key, cap)
-    snap = RulesSnapshot(3, rules, {"a": AppSettings(True, 0), "b": AppSettings(False, 2)})
+    snap = RulesSnapshot.from_rules(3, rules, {"a": AppSettings(True, 0), "b": AppSettings(False, 2)})
     back = to_snapshot(serde.snapshot_to_requests(snap))
     assert back == snap
     assert math.copysign(1, back.rules[("a", "e3")].sample_rate) == -1
@@ -305,7 +305,7 @@ def exact(requests: list[pb.PushSnapshotRequest]) -> RulesSnapshot:
             raise RulesError(f"rules[{i}] (app {rule.app!r}, event {rule.event!r}): "
                              "duplicate key: the same (app, event) appears twice")
         rules[(rule.app, rule.event)] = rule
-    return RulesSnapshot(header.version, rules, serde.apps_from_pb(header.apps))
+    return RulesSnapshot.from_rules(header.version, rules, serde.apps_from_pb(header.apps))
 
 
 def outcome(convert: Any, reqs: list[pb.PushSnapshotRequest]) -> Any:
@@ -389,7 +389,8 @@ def test_json_conversion_is_lazy_after_the_header() -> None:
                                                                "priority": "P9"}]}
     it = serde.json_snapshot_to_requests(obj, chunk_size=1)
     assert next(it).header.rule_count == 2
-    assert len(next(it).chunk.rules) == 1
+    first = next(it).chunk
+    assert [g.events for g in first.plain] == [["x"]] and not first.rules
     with pytest.raises(RulesError, match=r"rules\[1\]"):
         next(it)
 
@@ -399,3 +400,147 @@ def test_json_input_is_not_modified() -> None:
     before = repr(obj)
     list(serde.json_snapshot_to_requests(obj))
     assert repr(obj) == before
+
+
+# --- plain rules as per-app columns ------------------------------------------------------
+
+
+def random_json_snapshot(rng: random.Random, n: int, bad: float = 0.0) -> dict[str, Any]:
+    rules: list[Any] = []
+    for _ in range(n):
+        rule: dict[str, Any] = {"app": rng.choice(["a", "b", "c", 7]), "event": f"e{rng.randrange(3 * n)}"}
+        if rng.random() < 0.7:
+            rule["priority"] = rng.choice(["P0", "P1", "P2"])
+        roll = rng.random()
+        if roll < 0.1:
+            rule["sample_rate"] = rng.choice([0.0, 0.5, 1.0])
+        elif roll < 0.15:
+            rule["state"] = rng.choice(["active", "offline"])
+        if rng.random() < bad:
+            # What the gate rejects (what protobuf cannot carry, the CLI does, earlier).
+            field, value = rng.choice([("event", ""), ("app", ""), ("sample_rate", 2.0),
+                                       ("max_rate", 0.0), ("sample_key", "a..b")])
+            rule[field] = value
+        rules.append(rule)
+    return {"version": 3, "apps": {"a": {"mode": "monitor"}}, "rules": rules}
+
+
+def core_outcome(obj: dict[str, Any]) -> Any:
+    try:
+        return parse_snapshot(obj)
+    except RulesError as e:
+        return str(e)
+
+
+def pushed_outcome(obj: dict[str, Any], chunk: int) -> Any:
+    try:
+        return pushed(obj, chunk)
+    except RulesError as e:
+        return str(e)
+
+
+def test_columns_push_what_the_core_parses_and_fail_as_it_fails() -> None:
+    """Random JSON (apps interleaved, duplicates, bad entries) through the CLI's
+    conversion and the gate's: the same snapshot, or the same error naming the
+    same entry, whatever the chunking."""
+    rng = random.Random(21)
+    errors = 0
+    for trial in range(150):
+        obj = random_json_snapshot(rng, rng.randrange(1, 120), bad=rng.choice([0.0, 0.02]))
+        want = core_outcome(obj)
+        for chunk in (1, 7, 1000):
+            assert pushed_outcome(obj, chunk) == want, (trial, chunk)
+        errors += isinstance(want, str)
+    assert errors > 30
+
+
+def test_plain_rules_travel_as_columns_numbered_as_in_the_json() -> None:
+    obj = {"version": 1, "rules": [{"app": "a", "event": "x", "priority": "P0"},
+                                   {"app": "b", "event": "y", "sample_rate": 0.5},
+                                   {"app": "b", "event": "z"}, {"app": "a", "event": "w", "priority": "P2"}]}
+    chunk = list(serde.json_snapshot_to_requests(obj))[1].chunk
+    assert [(r.app, r.event) for r in chunk.rules] == [("b", "y")]
+    assert [(g.app, list(g.events), g.priorities) for g in chunk.plain] == [
+        ("a", ["x", "w"], bytes([pb.P0, pb.P2])), ("b", ["z"], bytes([pb.P1]))]
+    assert list(chunk.entries) == [1, 0, 3, 2]
+    in_order = list(serde.json_snapshot_to_requests({"version": 1, "rules": obj["rules"][:1]}))[1]
+    assert not in_order.chunk.entries  # JSON order kept: no numbers needed
+
+
+def plain_stream(groups: list[pb.PlainRules], rows: list[pb.Rule] = (), entries: list[int] = (),
+                 count: int | None = None) -> list[pb.PushSnapshotRequest]:
+    n = len(rows) + sum(len(g.events) for g in groups) if count is None else count
+    return stream(pb.SnapshotHeader(version=1, rule_count=n), [])[:1] + [
+        pb.PushSnapshotRequest(chunk=pb.RuleChunk(rules=rows, plain=groups, entries=entries))]
+
+
+def test_plain_columns_are_validated_and_named() -> None:
+    ok = plain_stream([pb.PlainRules(app="a", events=["x", "y"], priorities=bytes([0, 3]))])
+    assert to_snapshot(ok).tables == {"a": {"x": 1, "y": 2}}
+    for groups, entries, message in [
+        ([pb.PlainRules(app="a", events=["x", ""], priorities=bytes([1, 1]))], [],
+         "rules[1] (app 'a'): 'event' must be a non-empty string"),
+        ([pb.PlainRules(app="", events=["x"], priorities=bytes([1]))], [], "rules[0]: 'app' must be"),
+        ([pb.PlainRules(app="a", events=["x", "y"], priorities=bytes([1, 9]))], [5, 4],
+         "rules[4] (app 'a', event 'y'): unknown priority 9"),
+        ([pb.PlainRules(app="a", events=["x", "y", "x"], priorities=bytes([1, 2, 3]))], [],
+         "rules[2] (app 'a', event 'x'): duplicate key"),
+        ([pb.PlainRules(app="a", events=["x", "y", "x"], priorities=bytes([1, 2, 3]))], [9, 8, 7],
+         "rules[9] (app 'a', event 'x'): duplicate key"),  # the later entry is the duplicate
+        ([pb.PlainRules(app="a", events=["x", "y"], priorities=bytes([1]))], [],
+         "push: plain rules of app 'a': 2 events but 1 priorities"),
+        ([pb.PlainRules(app="a", events=["x"], priorities=bytes([1]))], [0, 1],
+         "push: a chunk of 1 rules numbers 2 entries"),
+    ]:
+        with pytest.raises(RulesError) as info:
+            to_snapshot(plain_stream(groups, entries=entries))
+        assert str(info.value).startswith(message), (str(info.value), message)
+
+
+def test_a_plain_column_duplicating_a_row_or_an_earlier_chunk_is_named() -> None:
+    rows = [pb.Rule(app="a", event="x", sample_rate=0.5)]
+    with pytest.raises(RulesError, match=r"^rules\[1\] \(app 'a', event 'x'\): duplicate key"):
+        to_snapshot(plain_stream([pb.PlainRules(app="a", events=["x"], priorities=b"\x01")], rows))
+    two = pb_rules_stream([pb.Rule(app="a", event="x")], chunk=1)
+    two[0].header.rule_count = 2
+    two.append(pb.PushSnapshotRequest(chunk=pb.RuleChunk(
+        plain=[pb.PlainRules(app="a", events=["x"], priorities=b"\x01")])))
+    with pytest.raises(RulesError, match=r"^rules\[1\] \(app 'a', event 'x'\): duplicate key"):
+        to_snapshot(two)
+
+
+def test_export_sends_plain_rules_as_columns() -> None:
+    snap = parse_snapshot(SPEC)
+    reqs = list(serde.snapshot_to_requests(snap))
+    assert [(g.app, list(g.events)) for g in reqs[1].chunk.plain] == [("1128", ["video_play"])]
+    assert len(reqs[1].chunk.rules) == 3
+    assert parse_snapshot(serde.requests_to_json(reqs)) == snap
+
+
+
+def test_a_push_sums_its_digest_on_the_way() -> None:
+    from etl_gate.core.digest import tables_digest_sum
+
+    rng = random.Random(13)
+    for _ in range(20):
+        obj = random_json_snapshot(rng, rng.randrange(0, 80))
+        obj["rules"] = list({(str(r["app"]), r["event"]): r for r in obj["rules"]}.values())
+        for chunk in (3, 1000):
+            snap = pushed(obj, chunk)
+            assert snap.rules_digest is not None
+            assert snap.rules_digest % 2**128 == tables_digest_sum(snap.tables, {})
+    # A chunk the fast path sent to the exact one (a false alarm) is summed too.
+    odd = [pb.Rule(app="a", event="2\x00"), pb.Rule(app="a", event="b", sample_rate=0.5)]
+    snap = to_snapshot(stream(pb.SnapshotHeader(version=1, rule_count=2), [odd]))
+    assert snap.rules_digest == tables_digest_sum(snap.tables, {})
+
+
+def test_a_push_reuses_the_names_of_the_rules_in_force() -> None:
+    obj = {"version": 1, "rules": [{"app": "a", "event": "x"}, {"app": "b", "event": "x"}]}
+    first = pushed(obj)
+    assert next(iter(first.tables["a"])) is next(iter(first.tables["b"]))  # shared between apps
+    wire = [r.SerializeToString() for r in serde.json_snapshot_to_requests({**obj, "version": 2})]
+    second = serde.snapshot_from_requests((pb.PushSnapshotRequest.FromString(b) for b in wire),
+                                          previous=first)
+    assert second.tables == {"a": {"x": 1}, "b": {"x": 1}}
+    assert next(iter(second.tables["a"])) is next(iter(first.tables["a"]))

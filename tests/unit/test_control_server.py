@@ -583,3 +583,16 @@ def test_ctl_mutual_tls(make_gate: Callable[..., Gate], pki: Pki, tmp_path: Path
     assert ctl(capsys, "status", *tls, "--tls-cert", str(tmp_path / "client.pem"),
                "--tls-key", str(tmp_path / "client.key"))[0] == 0
     assert ctl(capsys, "status", *tls)[0] == 1
+
+
+def test_ctl_push_frees_the_parsed_file_once_streamed() -> None:
+    from etl_gate.control.ctl import _then_free
+
+    doc: dict[str, Any] = {"version": 1, "rules": [{"app": "a", "event": "e"}]}
+    it = _then_free(iter(["header", "chunk"]), doc)
+    assert next(it) == "header" and next(it) == "chunk" and doc  # kept while streaming
+    assert list(it) == []
+    deadline = time.monotonic() + 5
+    while doc and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert doc == {}

@@ -63,9 +63,17 @@ def test_packed_round_trip_gives_the_same_snapshot_and_decisions() -> None:
 
 def test_plain_rules_travel_as_names_only() -> None:
     packed = pack(parse_snapshot(SNAP))
-    assert packed.plain == {"a": [["p0"], [], ["p2"]], "m": [["known"], [], []]}
+    tables = {app: (plain, special) for app, plain, special in packed.tables()}
+    assert {app: plain for app, (plain, _) in tables.items()} == {
+        "a": {"p0": 0, "p2": 2}, "b": {}, "m": {"known": 0}}
     assert {(r.app, r.event) for r in packed.special} == {
         ("a", "half"), ("a", "gone"), ("b", "keyed"), ("b", "capped")}
+    # Special rules name their settings by kind: one kind per distinct setting.
+    assert sorted(packed.kinds) == sorted([(1, 0.5, False, None, None), (1, 1.0, True, None, None),
+                                           (1, 0.3, False, "device_id", None),
+                                           (1, 1.0, False, None, 2.0)])
+    assert tables["a"][1] == {"half": packed.kinds.index((1, 0.5, False, None, None)),
+                              "gone": packed.kinds.index((1, 1.0, True, None, None))}
 
 
 DELTA = {
@@ -142,3 +150,119 @@ def test_fast_rule_path_accepts_exactly_what_parse_rule_accepts() -> None:
         if fast is None:
             continue
         assert fast == parse_rule(obj, "rules[0]"), obj
+
+
+# --- packed format 2: per-app segments, kinds, interned names -------------------------
+
+
+def random_snapshot(rng: random.Random, n: int, version: int = 9) -> dict[str, object]:
+    rules: list[dict[str, object]] = []
+    for i in range(n):
+        rule: dict[str, object] = {"app": rng.choice("abcd"), "event": f"e{i}",
+                                   "priority": rng.choice(["P0", "P1", "P2"])}
+        roll = rng.random()
+        if roll < 0.1:
+            rule["state"] = "offline"
+        elif roll < 0.2:
+            rule["sample_rate"] = rng.choice([0.0, 0.25, 0.5])
+        elif roll < 0.25:
+            rule["max_rate"] = rng.choice([1, 10])
+        elif roll < 0.3:
+            rule["sample_key"] = "device_id"
+        rules.append(rule)
+    return {"version": version, "apps": {"b": {"mode": "monitor"}}, "rules": rules}
+
+
+def test_format_2_round_trips_random_snapshots() -> None:
+    rng = random.Random(5)
+    for n in (0, 1, 50, 400):
+        snap = parse_snapshot(random_snapshot(rng, n))
+        packed = pack(snap)
+        blob = packed.to_bytes()
+        assert blob.startswith(b"EGRULES2\n")
+        again = PackedRules.from_bytes(blob)
+        assert again == packed and again.rule_count == n
+        assert again.to_bytes() == blob  # undecoded segments are written back as they are
+        assert unpack(again) == snap
+        assert decisions(Decider(again, DecisionSettings())) == decisions(
+            Decider(snap, DecisionSettings()))
+
+
+def test_the_first_packed_format_is_still_read() -> None:
+    snap = parse_snapshot(SNAP)
+    rules = snap.rules.values()
+    v1 = orjson.dumps({
+        "version": 5, "apps": {"m": [True, 1]},
+        "plain": {"a": [["p0"], [], ["p2"]], "m": [["known"], [], []]},
+        "special": [r for r in rules if not r.plain]}, default=tuple)
+    packed = PackedRules.from_bytes(v1)
+    assert packed == pack(snap)
+    assert unpack(packed) == snap
+
+
+def test_decoded_names_are_shared_objects() -> None:
+    obj = {"version": 1, "rules": [{"app": "a", "event": "p0"}, {"app": "b", "event": "p0"},
+                                   {"app": "b", "event": "s", "sample_rate": 0.5}]}
+    blob = pack(parse_snapshot(obj)).to_bytes()
+    names: dict[str, str] = {}
+    first = {app: (plain, special) for app, plain, special in PackedRules.from_bytes(blob).tables(names)}
+    a1, b1 = next(iter(first["a"][0])), next(iter(first["b"][0]))
+    assert a1 == b1 == "p0" and a1 is b1  # one string for a name several apps use
+    again = {app: (plain, special) for app, plain, special in
+             PackedRules.from_bytes(bytes(blob)).tables(names)}
+    assert next(iter(again["a"][0])) is a1 and next(iter(again["b"][1])) is next(iter(first["b"][1]))
+
+
+def test_a_new_decider_reuses_the_names_of_the_one_it_replaces() -> None:
+    s = DecisionSettings()
+    blob = pack(parse_snapshot(SNAP)).to_bytes()
+    old = Decider(PackedRules.from_bytes(blob), s)
+    new = Decider(PackedRules.from_bytes(bytes(blob)), s, previous=old)
+    for app, capp in new._apps.items():
+        old_keys = {k: k for k in old._apps[app].events}
+        assert all(old_keys[k] is k for k in capp.events), app
+    assert decisions(new) == decisions(old)
+
+
+def test_rules_without_a_bucket_share_one_compiled_rule() -> None:
+    obj = {"version": 1, "rules": [
+        {"app": "a", "event": "s1", "sample_rate": 0.5}, {"app": "b", "event": "s2", "sample_rate": 0.5},
+        {"app": "a", "event": "c1", "max_rate": 1}, {"app": "a", "event": "c2", "max_rate": 1},
+        {"app": "a", "event": "off", "state": "offline", "max_rate": 1}]}
+    d = Decider(PackedRules.from_bytes(pack(parse_snapshot(obj)).to_bytes()), DecisionSettings())
+    a, b = d._apps["a"].events, d._apps["b"].events
+    assert a["s1"] is b["s2"]  # same settings, no state
+    assert a["c1"] is not a["c2"]  # each capped rule has its own bucket
+    assert d.has_rate_caps
+    assert [d.decide(ev("a", "c1"), 0).outcome, d.decide(ev("a", "c1"), 0).outcome,
+            d.decide(ev("a", "c2"), 0).outcome] == [PASSED, 5, PASSED]
+    assert d.decide(ev("a", "off"), 0).outcome == BLOCKED
+    # A delta's upsert with the same settings takes the shared rule too.
+    new = d.with_delta(pack_delta(parse_delta({"base_version": 1, "version": 2, "upserts": [
+        {"app": "c", "event": "s3", "sample_rate": 0.5}]})))
+    assert new._apps["c"].events["s3"] is a["s1"]
+
+
+def test_offline_rules_with_a_cap_need_no_timestamps() -> None:
+    obj = {"version": 1, "rules": [{"app": "a", "event": "off", "state": "offline", "max_rate": 1}]}
+    assert not Decider(parse_snapshot(obj), DecisionSettings()).has_rate_caps
+
+
+def test_tables_digest_equals_the_per_rule_digest() -> None:
+    from etl_gate.core.digest import digest_sum, tables_digest_sum
+
+    rng = random.Random(8)
+    obj = random_snapshot(rng, 300)
+    obj["rules"].append({"app": "é", "event": "名前", "priority": "P0"})  # type: ignore[attr-defined]
+    snap = parse_snapshot(obj)
+    assert tables_digest_sum(snap.tables, snap.apps) == digest_sum(snap.rules.values(), snap.apps)
+
+
+def test_a_negative_zero_rate_survives_packing() -> None:
+    import math
+
+    snap = parse_snapshot({"version": 1, "rules": [{"app": "a", "event": "n", "sample_rate": -0.0},
+                                                   {"app": "a", "event": "p", "sample_rate": 0.0}]})
+    back = unpack(PackedRules.from_bytes(pack(snap).to_bytes()))
+    assert math.copysign(1, back.rules[("a", "n")].sample_rate) == -1  # the digest writes '-0.0'
+    assert math.copysign(1, back.rules[("a", "p")].sample_rate) == 1

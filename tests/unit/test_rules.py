@@ -12,6 +12,7 @@ from etl_gate.core import (
     AppSettings,
     Rule,
     RulesError,
+    RulesSnapshot,
     apply_delta,
     check_newer,
     parse_delta,
@@ -334,3 +335,30 @@ def test_to_json_writes_defaults_compactly() -> None:
     snap = parse_snapshot({"version": 1, "rules": [{"app": "a", "event": "e"}]})
     assert snap.to_json() == {"version": 1, "apps": {},
                               "rules": [{"app": "a", "event": "e", "priority": "P1"}]}
+
+
+# --- per-app tables -----------------------------------------------------------------
+
+
+def test_snapshot_tables_hold_plain_rules_as_priorities() -> None:
+    snap = parse_snapshot({"version": 1, "rules": [
+        {"app": "a", "event": "p", "priority": "P0"},
+        {"app": "a", "event": "s", "sample_rate": 0.5},
+        {"app": "b", "event": "q", "priority": "P2", "state": "active", "sample_rate": 1}]})
+    assert snap.tables == {"a": {"p": 0, "s": Rule("a", "s", 1, 0.5)}, "b": {"q": 2}}
+    assert snap.rule_count == len(snap.rules) == 3
+    assert snap.rules[("b", "q")] == Rule("b", "q", 2)
+    assert ("a", "p") in snap.rules and ("a", "q") not in snap.rules and "a" not in snap.rules
+    assert list(snap.rules.values()) == [Rule("a", "p", 0), Rule("a", "s", 1, 0.5), Rule("b", "q", 2)]
+    assert RulesSnapshot.from_rules(1, snap.rules) == RulesSnapshot(1, snap.tables)
+
+
+def test_a_delta_copies_only_the_tables_it_touches_and_drops_emptied_ones() -> None:
+    snap = parse_snapshot({"version": 1, "rules": [{"app": "a", "event": "x"},
+                                                    {"app": "b", "event": "y"}]})
+    new = apply_delta(snap, parse_delta({"base_version": 1, "version": 2,
+                                         "deletes": [{"app": "a", "event": "x"}],
+                                         "upserts": [{"app": "c", "event": "z", "priority": "P0"}]}))
+    assert new.tables == {"b": {"y": 1}, "c": {"z": 0}} and new.rule_count == 2
+    assert new.tables["b"] is snap.tables["b"]  # untouched: shared
+    assert snap.tables == {"a": {"x": 1}, "b": {"y": 1}}  # the old snapshot is intact

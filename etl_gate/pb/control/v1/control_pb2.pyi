@@ -110,10 +110,24 @@ class SnapshotHeader(_message.Message):
     def __init__(self, version: _Optional[int] = ..., apps: _Optional[_Iterable[_Union[AppSettings, _Mapping]]] = ..., rule_count: _Optional[int] = ...) -> None: ...
 
 class RuleChunk(_message.Message):
-    __slots__ = ("rules",)
+    __slots__ = ("rules", "plain", "entries")
     RULES_FIELD_NUMBER: _ClassVar[int]
+    PLAIN_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
     rules: _containers.RepeatedCompositeFieldContainer[Rule]
-    def __init__(self, rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ...) -> None: ...
+    plain: _containers.RepeatedCompositeFieldContainer[PlainRules]
+    entries: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., plain: _Optional[_Iterable[_Union[PlainRules, _Mapping]]] = ..., entries: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PlainRules(_message.Message):
+    __slots__ = ("app", "events", "priorities")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITIES_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    events: _containers.RepeatedScalarFieldContainer[str]
+    priorities: bytes
+    def __init__(self, app: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ..., priorities: _Optional[bytes] = ...) -> None: ...
 
 class PushSnapshotRequest(_message.Message):
     __slots__ = ("header", "chunk")
