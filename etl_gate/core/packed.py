@@ -75,10 +75,9 @@ class PackedRules:
         unchanged names then allocates almost no new strings (the decoded
         copies are dropped at once), and the old tables, when dropped, free
         whole allocator arenas instead of leaving them half-used under the
-        new ones; names that several apps use are held once. Measured for
-        500k rules and repeated pushes: +60-69 MiB per worker without, +10
-        MiB with (names shared between apps) to ~+36 (every name distinct).
-        The map itself lives only while the tables are built."""
+        new ones; names that several apps use are held once (docs/
+        DECISIONS.md has the measurements). The map itself lives only while
+        the tables are built."""
         share = names.setdefault if names is not None else None
         for app, plain, special in self._tables:
             if isinstance(plain, tuple):
