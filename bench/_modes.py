@@ -89,13 +89,8 @@ class Passthrough:
         interval = k.commit_interval_ms / 1000
         last_commit = last_poll = time.monotonic()
         while not stop.is_set():
-            # The gate's consume pattern (kafka/worker.py): take what has
-            # arrived, block for one message only when nothing has.
-            msgs: list[Any] = consume(batch_size, 0)
-            if not msgs:
-                msgs = consume(1, timeout)
-                if msgs:
-                    msgs += consume(batch_size - 1, 0)
+            # The gate's consume pattern (kafka/worker.py).
+            msgs: list[Any] = consume(batch_size, timeout)
             n = 0
             for m in msgs:
                 if m.error() is not None:

@@ -34,7 +34,7 @@ class KafkaConfig:
     instance_id: str = ""
     session_timeout_ms: int = 10000
     batch_size: int = 5000
-    batch_timeout_ms: int = 100
+    batch_timeout_ms: int = 5
     max_inflight_batches: int = 8
     commit_interval_ms: int = 1000
     linger_ms: int = 5
