@@ -1,7 +1,9 @@
-"""Shared by the benchmarks: machine description, /proc readings, RESULTS.md."""
+"""Shared by the benchmarks: machine description, /proc readings, RESULTS.md,
+the generated data's options."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -12,6 +14,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from etl_gate.gen import GenSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -253,3 +258,22 @@ class Broker:
 
     def cpu_seconds(self) -> float | None:
         return proc_cpu_seconds(self.pid) if self.pid else None
+
+
+# -- generated data: the same mix in every harness ------------------------------
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """The generated events' shape (etl_gate.gen), shared by the harnesses."""
+    p.add_argument("--size", type=int, default=350, help="approximate bytes per event")
+    p.add_argument("--unregistered", type=float, default=0.10, help="share of traffic")
+    p.add_argument("--sampled", type=float, default=0.10, help="share of rules sampled")
+    p.add_argument("--malformed", type=float, default=0.005, help="share of traffic")
+    p.add_argument("--seed", type=int, default=1)
+
+
+def gen_spec(args: argparse.Namespace, count: int, **extra: Any) -> GenSpec:
+    return GenSpec(count=count, size=args.size, unregistered_share=args.unregistered,
+                   sampled_share=args.sampled, malformed_share=args.malformed, seed=args.seed,
+                   **extra)
+

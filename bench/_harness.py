@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from etl_gate.config import GateConfig, load_config
 from etl_gate.core import MALFORMED, OUTCOMES, PRIORITIES, build_decider, parse_snapshot
-from etl_gate.gen import Generator, GenSpec
+from etl_gate.gen import Generator
 from etl_gate.kafka.loader import produce_events
 
 ROOT = _common.ROOT
@@ -135,9 +135,7 @@ def preload(args: argparse.Namespace, broker: _common.Broker, workdir: Path) -> 
     # topics' retention, and the broker refuses any more than 1 h ahead
     # (log.message.timestamp.after.max.ms), which a start of "now" reaches at 3.6M events.
     start_ms = int(time.time() * 1000) - args.events
-    gen = Generator(GenSpec(count=args.events, size=args.size, unregistered_share=args.unregistered,
-                            sampled_share=args.sampled, malformed_share=args.malformed,
-                            seed=args.seed, start_ms=start_ms, step_ms=1))
+    gen = Generator(_common.gen_spec(args, args.events, start_ms=start_ms, step_ms=1))
     rules = gen.rules()
     (workdir / "rules.json").write_bytes(orjson.dumps(rules, option=orjson.OPT_INDENT_2))
     cfg = setup.cfg = setup.write_config("load", f"{prefix}-load", f"{prefix}.load")

@@ -32,7 +32,6 @@ from _harness import (
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from etl_gate.config import GateConfig
-from etl_gate.gen import GenSpec
 from etl_gate.kafka.clients import consumer_config, producer_config
 from etl_gate.kafka.topics import create_topics
 
@@ -512,9 +511,7 @@ def run_latency(setup: Setup, mode: str, rate: float, live: list[Any]) -> latenc
         ctx = mp.get_context("spawn")
         ready, go = ctx.Event(), ctx.Event()
         result = ctx.Array("d", 3, lock=False)
-        spec = GenSpec(count=args.latency_pool, size=args.size,
-                       unregistered_share=args.unregistered, sampled_share=args.sampled,
-                       malformed_share=args.malformed, seed=args.seed, start_ms=0, step_ms=1)
+        spec = _common.gen_spec(args, args.latency_pool, start_ms=0, step_ms=1)
         offer = ctx.Process(target=latency.offer_main, name="latency-offer",
                             args=(producer_config(setup.cfg, "offer"), in_topic, rate,
                                   args.latency_seconds, spec, ready, go, result))

@@ -24,7 +24,7 @@ import orjson
 
 from etl_gate.config import GateConfig
 from etl_gate.core import OUTCOMES, build_decider, parse_snapshot
-from etl_gate.gen import Generator, GenSpec
+from etl_gate.gen import Generator
 
 
 def time_loop(fn: Callable[[bytes], object], events: list[bytes]) -> float:
@@ -82,17 +82,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--size", type=int, default=350, help="approximate bytes per event")
-    p.add_argument("--unregistered", type=float, default=0.10, help="share of traffic")
-    p.add_argument("--sampled", type=float, default=0.10, help="share of rules sampled")
-    p.add_argument("--malformed", type=float, default=0.005, help="share of traffic")
-    p.add_argument("--seed", type=int, default=1)
+    _common.add_data_args(p)
     p.add_argument("--batch", type=int, default=5000, help="messages per worker batch")
     p.add_argument("--no-append", action="store_true", help="do not write bench/RESULTS.md")
     args = p.parse_args()
 
-    spec = GenSpec(count=args.events, size=args.size, unregistered_share=args.unregistered,
-                   sampled_share=args.sampled, malformed_share=args.malformed, seed=args.seed)
+    spec = _common.gen_spec(args, args.events)
     code = _common.code_state()  # what this process imported
     gen = Generator(spec)
     events = [payload for payload, _key, _ts in gen.events()]

@@ -341,11 +341,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--size", type=int, default=350, help="approximate bytes per event")
-    p.add_argument("--unregistered", type=float, default=0.10, help="share of traffic")
-    p.add_argument("--sampled", type=float, default=0.10, help="share of rules sampled")
-    p.add_argument("--malformed", type=float, default=0.005, help="share of traffic")
-    p.add_argument("--seed", type=int, default=1)
+    _common.add_data_args(p)
     p.add_argument("--consumer-opt", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="extra librdkafka consumer setting (kafka.consumer) for passthrough, gate, quix")
     p.add_argument("--producer-opt", type=_option, action="append", default=[], metavar="KEY=VALUE",
