@@ -59,9 +59,7 @@ class Checkpoints:
     @property
     def dirty(self) -> bool:
         """Consumed past the last commit."""
-        committed = self.committed
-        return bool(self.recommit) or any(committed.get(p) != o
-                                          for p, o in self.consumed.items())
+        return bool(self.pending())
 
     def pending(self) -> dict[int, int]:
         """The offsets a successful checkpoint would commit."""
