@@ -128,6 +128,8 @@ class ControlConfig:
     auth_reads: bool = False  # also require a (read or write) token for reads
     push_timeout_s: float = 10.0  # wait for every live worker to apply a push
     max_message_mb: int = 64
+    # A snapshot pushed as JSON is held whole while it parses: its size limit.
+    max_push_mb: int = 1024
     state_dir: str = "state"  # applied rules persist here, relative to the config file
     instance: str = ""  # name in status; default: the host name
 
@@ -292,6 +294,7 @@ def _validate(cfg: GateConfig) -> None:
     c = cfg.control
     check(c.push_timeout_s > 0, "control.push_timeout_s: must be > 0")
     check(1 <= c.max_message_mb <= 2000, "control.max_message_mb: must be in 1..2000")
+    check(1 <= c.max_push_mb <= 16384, "control.max_push_mb: must be in 1..16384")
     check(bool(c.tls_cert) == bool(c.tls_key), "control.tls_cert and control.tls_key: give both or neither")
     check(not c.tls_client_ca or bool(c.tls_cert),
           "control.tls_client_ca: mutual TLS needs tls_cert and tls_key too")

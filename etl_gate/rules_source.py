@@ -14,10 +14,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
-
-from .core import Decider, DecisionSettings, RulesError, RulesSnapshot, build_decider, parse_snapshot
+from .core import Decider, DecisionSettings, RulesError, RulesSnapshot, build_decider
 from .core.rules import StaleVersion
+from .core.snapshot_json import parse_snapshot_json
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +25,11 @@ def load_rules_file(path: str | os.PathLike[str]) -> RulesSnapshot:
     """Read and validate a rules snapshot file (SPEC section 2 JSON)."""
     p = Path(path)
     try:
-        data = orjson.loads(p.read_bytes())
+        data = p.read_bytes()
     except FileNotFoundError:
         raise RulesError(f"{p}: no such rules file") from None
-    except orjson.JSONDecodeError as e:
-        raise RulesError(f"{p}: not valid JSON: {e}") from None
     try:
-        return parse_snapshot(data)
+        return parse_snapshot_json(data)
     except RulesError as e:
         raise RulesError(f"{p}: {e}") from None
 

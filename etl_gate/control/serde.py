@@ -45,6 +45,7 @@ from etl_gate.core.rules import (
     parse_snapshot,
     table_entry,
 )
+from etl_gate.core.snapshot_json import parse_snapshot_json
 from etl_gate.pb.control.v1 import control_pb2 as pb
 from etl_gate.stats import AppStat, EventStat
 
@@ -74,6 +75,11 @@ EventStatsResponse = pb.EventStatsResponse
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Control"].full_name
 DEFAULT_CHUNK_RULES = 20_000
+# A pushed JSON snapshot is held whole while it parses: a bound on that memory
+# (control.max_push_mb). 500k rules are ~24 MiB.
+DEFAULT_MAX_JSON_BYTES = 1024 << 20
+# Pieces a client splits a JSON snapshot into: well under any message limit.
+JSON_PIECE_BYTES = 1 << 20
 MAX_VERSION = 2**64 - 1
 DEFAULT_STATS_TOP = 20
 MAX_STATS_TOP = 10_000
@@ -406,15 +412,19 @@ def apps_from_pb(msgs: Iterable[pb.AppSettings]) -> dict[str, AppSettings]:
 
 
 def snapshot_from_requests(requests: Iterable[pb.PushSnapshotRequest],
-                           previous: RulesSnapshot | None = None) -> RulesSnapshot:
+                           previous: RulesSnapshot | None = None,
+                           max_json_bytes: int = DEFAULT_MAX_JSON_BYTES) -> RulesSnapshot:
     """Assemble and validate a pushed snapshot: one SnapshotHeader, then
-    RuleChunks carrying exactly header.rule_count rules. Each chunk is
-    converted as it arrives, so the work overlaps the upload. ``previous``
-    (the rules in force) lends its name strings (SnapshotTables)."""
+    RuleChunks carrying exactly header.rule_count rules (each chunk is
+    converted as it arrives, so the work overlaps the upload), or the JSON
+    document in pieces (at most ``max_json_bytes`` in all), parsed once whole.
+    ``previous`` (the rules in force) lends its name strings (SnapshotTables)."""
     it = iter(requests)
     first = next(it, None)
+    if first is not None and first.WhichOneof("part") == "json":
+        return _snapshot_from_json(first.json, it, previous, max_json_bytes)
     if first is None or first.WhichOneof("part") != "header":
-        raise RulesError("push: the stream must start with a SnapshotHeader")
+        raise RulesError("push: the stream must start with a SnapshotHeader or a piece of JSON")
     header = first.header
     # Version and apps through the core (it checks modes and priorities).
     base = parse_snapshot({"version": header.version, "apps": _apps_json(header.apps)})
@@ -431,6 +441,29 @@ def snapshot_from_requests(requests: Iterable[pb.PushSnapshotRequest],
         raise RulesError(f"push: the header announced {header.rule_count} rules but the stream "
                          f"carried {table.count}")
     return RulesSnapshot(base.version, table.tables, base.apps, table.count, table.digest)
+
+
+def _snapshot_from_json(first: bytes, rest: Iterator[pb.PushSnapshotRequest],
+                        previous: RulesSnapshot | None, max_bytes: int) -> RulesSnapshot:
+    pieces, size = [first], len(first)
+    for n, req in enumerate(rest, 2):
+        part = req.WhichOneof("part")
+        if part != "json":
+            raise RulesError(f"push: message {n}: expected a piece of the JSON document, "
+                             f"got {part or 'an empty message'}")
+        size += len(req.json)
+        if size > max_bytes:
+            raise RulesError(f"push: the JSON document is larger than {max_bytes >> 20} MiB "
+                             "(control.max_push_mb)")
+        pieces.append(req.json)
+    data = b"".join(pieces)
+    del pieces
+    names: dict[str, str] = {}
+    if previous is not None:  # as SnapshotTables: unchanged names keep their strings
+        for table in previous.tables.values():
+            names.update(zip(table, table, strict=True))
+    with _gc_pause:
+        return parse_snapshot_json(data, names)
 
 
 def delta_from_pb(req: pb.ApplyDeltaRequest) -> RulesDelta:
@@ -658,6 +691,14 @@ def _json_apps(obj: Any) -> list[pb.AppSettings]:
             raise RulesError(f"{where}: unknown priority {prio!r} (expected one of P0, P1, P2)")
         out.append(pb.AppSettings(app=app, mode=_JSON_MODE[mode], default_priority=_JSON_PRIORITY[prio]))
     return out
+
+
+def json_bytes_to_requests(data: bytes, piece_bytes: int = JSON_PIECE_BYTES
+                           ) -> Iterator[pb.PushSnapshotRequest]:
+    """A snapshot document (JSON bytes, unparsed) as a PushSnapshot stream."""
+    view = memoryview(data)
+    for start in range(0, max(len(data), 1), piece_bytes):
+        yield pb.PushSnapshotRequest(json=bytes(view[start:start + piece_bytes]))
 
 
 def json_snapshot_to_requests(obj: Any, chunk_size: int = DEFAULT_CHUNK_RULES

@@ -139,8 +139,10 @@ class ControlServicer:
 
     def __init__(self, authority: Authority, status_source: StatusSource,
                  chunk_rules: int = serde.DEFAULT_CHUNK_RULES,
-                 stats_source: StatsSource | None = None) -> None:
+                 stats_source: StatsSource | None = None,
+                 max_push_bytes: int = serde.DEFAULT_MAX_JSON_BYTES) -> None:
         self.authority = authority
+        self.max_push_bytes = max_push_bytes
         self.status_source = status_source
         self.stats_source = stats_source
         self.chunk_rules = chunk_rules
@@ -158,7 +160,8 @@ class ControlServicer:
                      context: grpc.ServicerContext) -> serde.PushResponse:
         received = time.monotonic()
         try:
-            snapshot = serde.snapshot_from_requests(request_iterator, self.authority.snapshot())
+            snapshot = serde.snapshot_from_requests(request_iterator, self.authority.snapshot(),
+                                                    self.max_push_bytes)
             log.info("push: version %d, %d rules, %d apps received from %s in %.2fs",
                      snapshot.version, snapshot.rule_count, len(snapshot.apps), context.peer(),
                      time.monotonic() - received)
@@ -344,7 +347,8 @@ def build_server(cfg: GateConfig, authority: Authority, status_source: StatusSou
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="control"),
                          interceptors=[AuthInterceptor(tokens, c.auth_reads)], options=options)
-    servicer = ControlServicer(authority, status_source, stats_source=stats_source)
+    servicer = ControlServicer(authority, status_source, stats_source=stats_source,
+                               max_push_bytes=c.max_push_mb << 20)
     control_pb2_grpc.add_ControlServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -12,7 +12,6 @@ compute the same number from its own rows in any order.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import partial
 
 import mmh3
 
@@ -28,18 +27,24 @@ def _line(r: Rule) -> str:
 
 
 def rule_term(r: Rule) -> int:
-    return mmh3.hash128(_line(r).encode(), 0, signed=False)
+    return mmh3.hash128(_line(r))  # UTF-8, seed 0, x64, unsigned
 
 
 # A plain rule's line after its event: priority, rate 1.0, active, no key, no cap.
 _PLAIN_TAIL = tuple(f"\x1f{p}\x1f1.0\x1f0\x1f\x1f" for p in PRIORITIES)
-_hash = partial(mmh3.hash128, seed=0, signed=False)  # str keys hash as their UTF-8
+
+
+def _terms(lines: list[str]) -> int:
+    """The sum of the lines' terms (str lines hash as their UTF-8). hash128's
+    defaults are the digest's: seed 0, x64, unsigned. Through a partial with
+    keywords, each call cost 2.5 times as much (0.14 s for 500k rules)."""
+    return sum(map(mmh3.hash128, lines))
 
 
 def plain_terms(app: str, events: Iterable[str], priorities: Iterable[int]) -> int:
     """The sum of the terms of ``app``'s plain rules (not reduced mod 2**128)."""
     head, tail = app + "\x1f", _PLAIN_TAIL
-    return sum(map(_hash, [head + e + tail[p] for e, p in zip(events, priorities, strict=True)]))
+    return _terms([head + e + tail[p] for e, p in zip(events, priorities, strict=True)])
 
 
 def tables_digest_sum(tables: Mapping[str, Table], apps: Mapping[str, AppSettings]) -> int:
@@ -49,8 +54,8 @@ def tables_digest_sum(tables: Mapping[str, Table], apps: Mapping[str, AppSetting
     tail = _PLAIN_TAIL
     for app, table in tables.items():
         head = app + "\x1f"
-        total += sum(map(_hash, [head + e + tail[v] if type(v) is int else _line(v)  # type: ignore[arg-type]
-                                 for e, v in table.items()]))
+        total += _terms([head + e + tail[v] if type(v) is int else _line(v)  # type: ignore[arg-type]
+                         for e, v in table.items()])
     total += sum(app_term(a, s) for a, s in apps.items())
     return total % _MOD
 

@@ -284,7 +284,8 @@ def _fast_rule(obj: Any) -> Rule | None:
     event = obj.get("event")
     if type(app) is not str or not app or type(event) is not str or not event:
         return None
-    prio = _PRIORITY_INDEX.get(obj.get("priority", "P1"))  # type: ignore[arg-type]
+    p = obj.get("priority", "P1")
+    prio = _PRIORITY_INDEX.get(p) if type(p) is str else None  # {} or [] would not hash
     if prio is None:
         return None
     if len(obj) == 2 or (len(obj) == 3 and "priority" in obj):

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from etl_gate.control.client import CallError
@@ -81,7 +82,7 @@ def test_pushes_mid_stream_every_event_decided_by_its_header_version(
     feeder = threading.Thread(target=env.produce, args=(events[2000:], 6000), daemon=True)
     feeder.start()
     time.sleep(1.0)
-    r2 = client.push_json(v2)
+    r2 = client.push_json_bytes(orjson.dumps(v2))  # as `ctl push` sends it: the gate parses
     assert r2.rules.version == 2 and sorted(r2.acks) == [(0, 2), (1, 2)]
     time.sleep(1.0)
     moved = [{**r, "priority": "P0"} for r in v2["rules"][:40]]
@@ -138,8 +139,8 @@ def test_bad_pushes_are_refused_and_the_old_rules_keep_routing(kafka_bootstrap: 
         "not newer": {**good, "version": 5},
     }
     for needle, snapshot in bad_cases.items():
-        # A priority the protobuf enum cannot carry is refused by the client
-        # already; everything else is refused by the gate.
+        # As rows, a priority the protobuf enum cannot carry is refused by the
+        # client already; everything else is refused by the gate.
         with pytest.raises((CallError, RulesError)) as e:
             client.push_json(snapshot)
         assert needle in str(e.value), e.value
@@ -147,6 +148,10 @@ def test_bad_pushes_are_refused_and_the_old_rules_keep_routing(kafka_bootstrap: 
             assert e.value.code == "INVALID_ARGUMENT"
         else:
             assert needle == "unknown priority"
+        # As the JSON document (`ctl push`), the gate refuses each one.
+        with pytest.raises(CallError) as refused:
+            client.push_json_bytes(orjson.dumps(snapshot))
+        assert refused.value.code == "INVALID_ARGUMENT" and needle in str(refused.value)
     with pytest.raises(CallError) as e:
         client.apply_delta_json({"base_version": 4, "version": 6, "upserts": [first]})
     assert e.value.code == "FAILED_PRECONDITION" and e.value.current_version == 5

@@ -248,6 +248,49 @@ def test_stream_without_header_or_with_the_wrong_count(gate: Gate) -> None:
     assert gate.authority.current is None
 
 
+def test_a_json_push_in_pieces_applies_what_the_core_parses(gate: Gate) -> None:
+    data = orjson.dumps(SPEC)
+    with gate.client() as c:
+        result = c.push(serde.json_bytes_to_requests(data, piece_bytes=7))  # many pieces
+        assert result.rules.version == 42 and result.rules.rule_count == 4
+        assert gate.authority.current == parse_snapshot(SPEC)
+        # The next push reuses the event names in force (as a row push does).
+        c.push_json_bytes(orjson.dumps({**SPEC, "version": 43}))
+        before, after = gate.authority.current, parse_snapshot(SPEC)
+        assert before is not None and before.version == 43 and before.tables == after.tables
+
+
+def test_a_bad_json_push_is_refused_whole_naming_the_entry(gate: Gate) -> None:
+    with gate.client() as c:
+        c.push_json_bytes(orjson.dumps(SPEC))
+        before = gate.authority.current
+        bad = {"version": 43, "rules": [*SPEC["rules"], {"app": "1128", "event": "x", "sample_rate": 2}]}
+        for data, fragment in ((orjson.dumps(bad), "rules[4] (app '1128', event 'x'): sample_rate"),
+                               (b'{"version": 43, "rules": [', "not valid JSON"),
+                               (orjson.dumps({**SPEC, "version": 41}), "version 42")):
+            with pytest.raises(CallError) as info:
+                c.push_json_bytes(data)
+            assert info.value.code == "INVALID_ARGUMENT" and fragment in info.value.details
+        assert gate.authority.current is before and gate.authority.pushes == 1
+
+
+def test_a_json_push_cannot_mix_in_rows_or_exceed_its_limit(make_gate: Callable[..., Gate]) -> None:
+    gate = make_gate(max_push_mb=1)
+    header = next(iter(serde.snapshot_to_requests(parse_snapshot(SPEC), 2)))
+    with gate.client() as c:
+        with pytest.raises(CallError) as info:
+            c.push([*serde.json_bytes_to_requests(orjson.dumps(SPEC)), header])
+        assert info.value.code == "INVALID_ARGUMENT"
+        assert "message 2: expected a piece of the JSON document, got header" in info.value.details
+        big = orjson.dumps({"version": 1, "rules": [{"app": "a", "event": f"e{i:07d}"}
+                                                     for i in range(40_000)]})
+        assert len(big) > 1 << 20
+        with pytest.raises(CallError) as info:
+            c.push_json_bytes(big)
+        assert info.value.code == "INVALID_ARGUMENT" and "control.max_push_mb" in info.value.details
+    assert gate.authority.current is None
+
+
 def test_delta_on_the_wrong_base_is_a_failed_precondition_with_the_current_version(gate: Gate) -> None:
     with gate.client() as c:
         with pytest.raises(CallError) as info:
@@ -572,6 +615,23 @@ def test_ctl_with_tokens_and_bad_input(token_gate: Gate, tmp_path: Path,
     (tmp_path / "bad.json").write_text("{")
     code, out = ctl(capsys, "push", str(tmp_path / "bad.json"), *t)
     assert code == 2 and "not valid JSON" in out
+
+
+def test_ctl_push_sends_the_file_for_the_gate_to_judge_unless_rows(
+        gate: Gate, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(orjson.dumps({"version": 1, "rules": [{"app": "a", "event": "x", "priority": "P7"}]}))
+    t = ("--target", gate.target)
+    # As JSON, the gate validates: one refusal per target, exit 1.
+    code, out = ctl(capsys, "push", str(bad), *t)
+    assert code == 1 and "FAILED INVALID_ARGUMENT" in out and "unknown priority 'P7'" in out
+    # As rows, the client converts, and refuses it before sending: exit 2.
+    code, out = ctl(capsys, "push", str(bad), "--rows", *t)
+    assert code == 2 and "unknown priority 'P7'" in out and "INVALID_ARGUMENT" not in out
+    good = tmp_path / "rules.json"
+    good.write_bytes(orjson.dumps(SPEC))
+    assert ctl(capsys, "push", str(good), "--rows", "--chunk-rules", "2", *t)[0] == 0
+    assert gate.authority.current == parse_snapshot(SPEC)
 
 
 def test_ctl_mutual_tls(make_gate: Callable[..., Gate], pki: Pki, tmp_path: Path,

@@ -77,7 +77,8 @@ class ControlServicer:
     def PushSnapshot(self, request_iterator, context):
         """Replace the whole allow-list. Client-streamed: one SnapshotHeader first,
         then any number of RuleChunks (keep each under the message size limit;
-        10k-50k rules per chunk is a good size). Validated whole before anything
+        10k-50k rules per chunk is a good size), or the snapshot's JSON document
+        in pieces (see PushSnapshotRequest). Validated whole before anything
         applies; returns when every live worker decides with the new version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -1,0 +1,227 @@
+"""``parse_snapshot_json(data)`` against its definition,
+``parse_snapshot(orjson.loads(data))``: the same snapshot (tables in the same
+order) or the same error, case by case and on fuzzed documents; and the fast
+path is the one taken for ordinary documents."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from etl_gate.core import snapshot_json
+from etl_gate.core.rules import RulesError, RulesSnapshot, parse_snapshot
+from etl_gate.core.snapshot_json import parse_snapshot_json
+
+BASE: dict[str, Any] = {
+    "version": 7,
+    "apps": {"1128": {"mode": "monitor", "default_priority": "P1"}, "9": {}},
+    "rules": [
+        {"app": "1128", "event": "video_play", "priority": "P0"},
+        {"app": "1128", "event": "feed_scroll", "priority": "P2", "sample_rate": 0.1},
+        {"app": "9", "event": "a"},
+        {"app": "1128", "event": "debug_trace", "state": "offline"},
+        {"app": "9", "event": "b", "priority": "P2", "state": "active", "sample_rate": 1},
+        {"app": "1128", "event": "like", "priority": "P1", "sample_key": "device.id", "max_rate": 5000},
+        {"app": "7", "event": "capped", "max_rate": 0.5, "sample_rate": 0},
+    ],
+}
+
+
+def reference(data: bytes) -> tuple[str, Any]:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        return "error", f"not valid JSON: {e}"
+    try:
+        return "ok", parse_snapshot(obj)
+    except RulesError as e:
+        return "error", str(e)
+
+
+def fast(data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", parse_snapshot_json(data)
+    except RulesError as e:
+        return "error", str(e)
+
+
+def assert_same(data: bytes) -> tuple[str, Any]:
+    want, got = reference(data), fast(data)
+    assert got[0] == want[0], (data, want, got)
+    if want[0] == "error":
+        assert got[1] == want[1], data
+    else:
+        a, b = want[1], got[1]
+        assert isinstance(a, RulesSnapshot) and isinstance(b, RulesSnapshot)
+        assert b == a, data
+        # The same order too: exports and digests walk the tables.
+        assert list(b.tables) == list(a.tables)
+        assert all(list(b.tables[app].items()) == list(a.tables[app].items()) for app in a.tables)
+        assert list(b.apps.items()) == list(a.apps.items())
+    return want
+
+
+def test_the_base_document_takes_the_fast_path_and_agrees() -> None:
+    data = orjson.dumps(BASE)
+    assert snapshot_json._fast(data, None) is not None
+    assert assert_same(data)[0] == "ok"
+
+
+def test_a_big_document_takes_the_fast_path_chunk_by_chunk() -> None:
+    n = 2 * snapshot_json.CHUNK_RULES + 7
+    rules: list[dict[str, Any]] = [{"app": str(i // 5000), "event": f"e{i % 9000}", "priority": f"P{i % 3}"}
+                                   for i in range(n)]
+    rules[-3] = {**rules[-3], "sample_rate": 0.25, "sample_key": "user.id"}
+    data = orjson.dumps({"version": 1, "rules": rules})
+    snap = snapshot_json._fast(data, None)
+    assert snap is not None and snap.rule_count == n
+    assert_same(data)
+    # A key repeated across two chunks is found, and named by the core.
+    rules.append(dict(rules[0]))
+    assert assert_same(orjson.dumps({"version": 1, "rules": rules}))[1].startswith(
+        f"rules[{n}] (app '0', event 'e0'): duplicate key")
+
+
+def test_names_are_shared_with_the_rules_in_force() -> None:
+    names = {"video_play": "video_play", "a": "a"}
+    kept = names["video_play"]
+    snap = parse_snapshot_json(orjson.dumps(BASE), names)
+    key = next(k for k in snap.tables["1128"] if k == "video_play")
+    assert key is kept
+    assert "feed_scroll" in names  # new names join the pool
+
+
+CASES = [
+    b'{"version": 1}',
+    b'{"version": 1, "rules": []}',
+    b'{"version": 1, "apps": null, "rules": []}',
+    b'{"version": 1, "rules": null}',
+    b'{"version": 1.0}',
+    b'{"version": true}',
+    b'{"version": -1}',
+    b'{"version": 18446744073709551615}',
+    b'{"version": 18446744073709551616}',
+    b'{"version": 1, "version": 2}',
+    b'{}',
+    b'[]',
+    b'null',
+    b'',
+    b'{"version": 1} x',
+    b'\xef\xbb\xbf{"version": 1}',
+    b' {"version": 1} ',
+    b'{"version": 1, "extra": 1}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "event": "f"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e"}, {"app": "a", "event": "e"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e"}, {"app": "b", "event": "e"}]}',
+    b'{"version": 1, "rules": [{"app": 1128, "event": "e"}]}',
+    b'{"version": 1, "rules": [{"app": 1.5, "event": "e"}]}',
+    b'{"version": 1, "rules": [{"app": true, "event": "e"}]}',
+    b'{"version": 1, "rules": [{"app": "", "event": "e"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": ""}]}',
+    b'{"version": 1, "rules": [{"app": "a"}]}',
+    b'{"version": 1, "rules": [{"event": "e"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "x": 1}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "priority": "P3"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "priority": null}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "priority": {}}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "priority": ["P0"]}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "sample_rate": true}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "sample_rate": 1e400}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "sample_rate": -0.0}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "sample_rate": 1.0000001}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "sample_rate": 100000000000000000000000}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "sample_rate": null}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "state": "paused"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "sample_key": ""}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "sample_key": "a..b"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "sample_key": null}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "sample_key": 3}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "max_rate": 0}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "max_rate": -3}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "max_rate": null}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "max_rate": 7}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "\\ud800"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "\\ud83d\\ude00"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e\xff"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e\xed\xa0\x80"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "\xc3\xa9t\xc3\xa9"}]}',
+    b'{"version": 1, "rules": [[]]}',
+    b'{"version": 1, "rules": [null]}',
+    b'{"version": 1, "apps": {"a": {"mode": "shadow"}}}',
+    b'{"version": 1, "apps": {"a": {"default_priority": "P9"}}}',
+    b'{"version": 1, "apps": {"a": {"x": 1}}}',
+    b'{"version": 1, "apps": {"a": null}}',
+    b'{"version": 1, "apps": []}',
+    b'{"version": 1, "apps": {"": {}}}',
+]
+
+
+@pytest.fixture(params=[snapshot_json.CHUNK_RULES, 2], ids=["chunks", "tiny-chunks"])
+def chunk_rules(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Each comparison also with 2-rule chunks: every boundary case crosses one."""
+    monkeypatch.setattr(snapshot_json, "CHUNK_RULES", request.param)
+    return int(request.param)
+
+
+@pytest.mark.parametrize("data", CASES)
+def test_edge_cases_agree(data: bytes, chunk_rules: int) -> None:
+    assert_same(data)
+
+
+# Values a fuzzed field may take: every type, and the boundaries of each check.
+VALUES: list[Any] = [
+    None, True, False, 0, 1, -1, 2, 0.0, -0.0, 0.5, 1.0, 1.5, 1e-300, 2**63, 2**64, -(2**63) - 1,
+    "", "a", "P0", "P1", "P2", "P3", "p0", "active", "offline", "enforce", "monitor", "a.b", "a..b",
+    ".a", "1128", "é", [], {}, [1], {"a": 1},
+]
+FIELDS = ["app", "event", "priority", "state", "sample_rate", "sample_key", "max_rate", "extra"]
+
+
+def mutate(rng: random.Random) -> bytes:
+    doc: dict[str, Any] = orjson.loads(orjson.dumps(BASE))
+    for _ in range(rng.randint(1, 3)):
+        rules = doc.get("rules")
+        rules = rules if isinstance(rules, list) and rules else None
+        apps = doc.get("apps") if isinstance(doc.get("apps"), dict) else None
+        r = rng.random()
+        if r < 0.6 and rules is not None:
+            rule = rng.choice(rules)
+            field = rng.choice(FIELDS)
+            if not isinstance(rule, dict):
+                pass
+            elif rng.random() < 0.2:
+                rule.pop(field, None)
+            else:
+                rule[field] = rng.choice(VALUES)
+        elif r < 0.7 and rules is not None:
+            rule = rng.choice(rules)
+            rules.append(dict(rule) if isinstance(rule, dict) else rule)  # often a duplicate key
+        elif r < 0.8 and apps is not None:
+            apps[rng.choice(["1128", "9", "new"])] = {
+                rng.choice(["mode", "default_priority", "x"]): rng.choice(VALUES)}
+        elif r < 0.9:
+            doc[rng.choice(["version", "apps", "rules", "other"])] = rng.choice(VALUES)
+        elif rules is not None:
+            rules[rng.randrange(len(rules))] = rng.choice(VALUES)
+    data = json.dumps(doc, ensure_ascii=rng.random() < 0.5).encode()  # big ints too
+    if rng.random() < 0.15:  # and now and then a damaged byte
+        i = rng.randrange(len(data))
+        data = data[:i] + bytes([rng.choice(b'{}[],:"\\0 e-.\xff\xc3')]) + data[i + 1:]
+    return data
+
+
+def test_fuzzed_documents_agree(chunk_rules: int) -> None:
+    rng = random.Random(20261122)
+    outcomes = {"ok": 0, "error": 0, "fast": 0}
+    for _ in range(5_000):
+        data = mutate(rng)
+        kind = assert_same(data)[0]
+        outcomes[kind] += 1
+        if kind == "ok" and snapshot_json._fast(data, None) is not None:
+            outcomes["fast"] += 1
+    # Each kind is exercised, or the fuzzing proves little.
+    assert outcomes["ok"] > 300 and outcomes["error"] > 3000 and outcomes["fast"] > 200, outcomes
