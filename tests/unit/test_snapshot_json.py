@@ -71,8 +71,8 @@ def test_the_base_document_takes_the_fast_path_and_agrees() -> None:
     assert assert_same(data)[0] == "ok"
 
 
-def test_a_big_document_takes_the_fast_path_chunk_by_chunk() -> None:
-    n = 2 * snapshot_json.CHUNK_RULES + 7
+def test_a_big_document_takes_the_fast_path() -> None:
+    n = 50_007
     rules: list[dict[str, Any]] = [{"app": str(i // 5000), "event": f"e{i % 9000}", "priority": f"P{i % 3}"}
                                    for i in range(n)]
     rules[-3] = {**rules[-3], "sample_rate": 0.25, "sample_key": "user.id"}
@@ -80,7 +80,7 @@ def test_a_big_document_takes_the_fast_path_chunk_by_chunk() -> None:
     snap = snapshot_json._fast(data, None)
     assert snap is not None and snap.rule_count == n
     assert_same(data)
-    # A key repeated across two chunks is found, and named by the core.
+    # A key repeated far apart is found, and named by the core.
     rules.append(dict(rules[0]))
     assert assert_same(orjson.dumps({"version": 1, "rules": rules}))[1].startswith(
         f"rules[{n}] (app '0', event 'e0'): duplicate key")
@@ -93,6 +93,10 @@ def test_names_are_shared_with_the_rules_in_force() -> None:
     key = next(k for k in snap.tables["1128"] if k == "video_play")
     assert key is kept
     assert "feed_scroll" in names  # new names join the pool
+    # A name two apps use is one str.
+    doc = {"version": 1, "rules": [{"app": "x", "event": "shared"}, {"app": "y", "event": "shared"}]}
+    x, y = (next(iter(t)) for t in parse_snapshot_json(orjson.dumps(doc)).tables.values())
+    assert x is y
 
 
 CASES = [
@@ -160,15 +164,8 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=[snapshot_json.CHUNK_RULES, 2], ids=["chunks", "tiny-chunks"])
-def chunk_rules(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Each comparison also with 2-rule chunks: every boundary case crosses one."""
-    monkeypatch.setattr(snapshot_json, "CHUNK_RULES", request.param)
-    return int(request.param)
-
-
 @pytest.mark.parametrize("data", CASES)
-def test_edge_cases_agree(data: bytes, chunk_rules: int) -> None:
+def test_edge_cases_agree(data: bytes) -> None:
     assert_same(data)
 
 
@@ -214,7 +211,7 @@ def mutate(rng: random.Random) -> bytes:
     return data
 
 
-def test_fuzzed_documents_agree(chunk_rules: int) -> None:
+def test_fuzzed_documents_agree() -> None:
     rng = random.Random(20261122)
     outcomes = {"ok": 0, "error": 0, "fast": 0}
     for _ in range(5_000):
