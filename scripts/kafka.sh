@@ -21,6 +21,13 @@ KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx512m -Xms512m}"
 KAFKA_WAIT_SECONDS="${KAFKA_WAIT_SECONDS:-90}"
+# Request threads sized to the machine. Kafka's defaults (3 network, 8 I/O
+# threads) are for servers; on a 2-core box shared with the clients the idle
+# ones still cost: 0.39-0.44 cores of broker CPU at 20k events/s through a
+# gate-like pipeline, 0.24-0.27 with 1 and 2 (bench/RESULTS.md, 05:25).
+CORES="$(nproc 2>/dev/null || echo 2)"
+KAFKA_NETWORK_THREADS="${KAFKA_NETWORK_THREADS:-$(( CORES >= 6 ? 3 : CORES >= 4 ? 2 : 1 ))}"
+KAFKA_IO_THREADS="${KAFKA_IO_THREADS:-$(( CORES >= 8 ? 8 : CORES >= 2 ? CORES : 2 ))}"
 PYTHON="${PYTHON:-python3}"  # must have confluent-kafka
 
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
@@ -115,6 +122,8 @@ inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$KAFKA_DATA_DIR/logs
+num.network.threads=$KAFKA_NETWORK_THREADS
+num.io.threads=$KAFKA_IO_THREADS
 num.partitions=1
 auto.create.topics.enable=false
 # One broker: internal topics can only have one replica.
