@@ -259,6 +259,16 @@ class Broker:
     def cpu_seconds(self) -> float | None:
         return proc_cpu_seconds(self.pid) if self.pid else None
 
+    def threads(self) -> str:
+        """The request threads scripts/kafka.sh gave our broker (sized to the
+        machine), for the results; "" for a given broker."""
+        if self.env is None:
+            return ""
+        props = Path(self.env["KAFKA_DATA_DIR"], "server.properties")
+        found = dict(line.split("=", 1) for line in _read(props).splitlines() if "=" in line)
+        return (f"{found.get('num.network.threads', '3')} network + "
+                f"{found.get('num.io.threads', '8')} I/O threads")
+
 
 # -- generated data: the same mix in every harness ------------------------------
 

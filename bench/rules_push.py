@@ -456,6 +456,7 @@ class Results:
     timeline: list[str] = field(default_factory=list)
     snapshot_mib: float = 0.0
     gate_pid: int = 0
+    broker_threads: str = ""
     # Whole-machine CPU over the measurements, and the part not used by this
     # benchmark's processes (broker, gate, producer, consumer, ctl, this one).
     measured_s: float = 0.0
@@ -479,6 +480,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
         print("broker: starting ...", flush=True)
         broker.start()
         print(f"broker: {broker.bootstrap}", flush=True)
+        res.broker_threads = broker.threads()
         target = f"127.0.0.1:{_common.free_port(ports)}"
         config = write_config(workdir, broker.bootstrap, target, f"127.0.0.1:{_common.free_port(ports)}",
                               args.partitions)
@@ -677,6 +679,9 @@ def _verdict(ok: bool) -> str:
 
 def report(res: Results) -> list[str]:
     args = res.args
+    from etl_gate.config import parse_config
+
+    k = parse_config({}).kafka  # the gate runs with these defaults
     lines = _common.section_header("control plane: 500k-rule pushes and 1,000-rule deltas "
                                    "(bench/rules_push.py)")
     machine = _common.machine_lines()
@@ -688,9 +693,10 @@ def report(res: Results) -> list[str]:
         f"- CPU during the {res.measured_s:.0f} s of measurements: the machine was busy "
         f"{res.machine_busy_s:.0f} CPU-s of {res.measured_s * CPUS:.0f}; processes outside this "
         f"benchmark used {res.other_cpu_s:.1f} CPU-s; steal {res.steal * 100:.1f}%",
-        f"- broker: Apache Kafka {_common.kafka_version()} (scripts/kafka.sh, one node) on the same "
-        f"machine; gate: `etl-gate run`, 2 workers, {args.partitions} partitions, config defaults "
-        "otherwise (batch 5000, batch_timeout 100 ms, linger 5 ms, lz4)",
+        f"- broker: Apache Kafka {_common.kafka_version()} (scripts/kafka.sh, one node, "
+        f"{res.broker_threads}) on the same machine; gate: `etl-gate run`, 2 workers, "
+        f"{args.partitions} partitions, config defaults otherwise (batch {k.batch_size}, "
+        f"batch_timeout {k.batch_timeout_ms} ms, linger {k.linger_ms} ms, {k.compression})",
         f"- stream during the whole run: one producer process at {args.rate:.0f} events/s offered "
         f"(~350 B, {args.stream_apps} apps x 50 names, all registered and plain, Kafka timestamp = "
         "send time), one consumer process on the three priority topics; latency = receive wall time "
@@ -722,14 +728,15 @@ def report(res: Results) -> list[str]:
                       "", "", "", "", ""])
     lines += ["### a. 500k-rule snapshot push", "",
               "`ctl wall`: the `etl-gate ctl push FILE --target ... --json` subprocess from start to "
-              "exit (CLI start-up, JSON parse, conversion and upload, gate conversion, every worker's "
-              "apply). `gate recv+convert`: the gate's log line for the stream received and "
-              "validated. `apply_seconds`: the push response (persist + publish + every worker "
-              "built its tables and acknowledged). Version first/last seen: receive time of the "
-              "first output tagged with the new version and of the last one tagged older, "
-              "relative to the ctl start. CPU s: what the push cost each process: the ctl subprocess's "
-              "user+sys, and for the supervisor and each worker its CPU during the push minus its "
-              f"rate over the {BEFORE_S:.0f} s before (the workers also decide the stream meanwhile).", ""]
+              "exit (CLI start-up, reading the file and checking its syntax, upload, the gate's parse, "
+              "every worker's apply). `gate recv+convert`: the gate's log line for the document "
+              "received, parsed and validated. `apply_seconds`: the push response (persist + "
+              "publish + every worker built its tables and acknowledged). Version first/last "
+              "seen: receive time of the first output tagged with the new version and of the last "
+              "one tagged older, relative to the ctl start. CPU s: what the push cost each "
+              "process: the ctl subprocess's user+sys, and for the supervisor and each worker "
+              f"its CPU during the push minus its rate over the {BEFORE_S:.0f} s before (the "
+              "workers also decide the stream meanwhile).", ""]
     lines += _common.md_table(ph, prows) + [""]
 
     # deltas

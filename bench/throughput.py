@@ -245,7 +245,8 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
     k = cfg.kafka
     modes = sorted({r.mode for r in runs}, key=MODES.index)
     broker = (f"Apache Kafka {_common.kafka_version()} (scripts/kafka.sh, KRaft, one node, "
-              f"same machine, 512 MiB heap)" if setup.broker.own else f"given: {a.bootstrap}")
+              f"same machine, 512 MiB heap, {setup.broker.threads()})" if setup.broker.own
+              else f"given: {a.bootstrap}")
     title = ("Kafka side by side: " + ", ".join(modes) + " (bench/throughput.py)"
              if {"quix", "kcat"} & set(modes) or lats
              else "Kafka throughput, etl-gate vs passthrough (bench/throughput.py)")
