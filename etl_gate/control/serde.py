@@ -262,6 +262,15 @@ def _fast_columns(msgs: Sequence[pb.Rule], wire: bytes
 _CORE_PRIORITY_BYTES = bytes([*_RULE_PRIORITY_FROM_PB, *[255] * (256 - len(_RULE_PRIORITY_FROM_PB))])
 
 
+def names_in_force(previous: RulesSnapshot | None) -> dict[str, str]:
+    """Event name -> the str object the rules in force hold for it."""
+    names: dict[str, str] = {}
+    if previous is not None:
+        for table in previous.tables.values():
+            names.update(zip(table, table, strict=True))
+    return names
+
+
 class SnapshotTables:
     """A pushed snapshot's rules, received chunk by chunk (Rule rows and
     per-app plain columns) and validated as they arrive, into per-app tables
@@ -278,10 +287,7 @@ class SnapshotTables:
         # strings and the supervisor's memory does not creep per push, and
         # names several apps use are held once (PackedRules.tables does the
         # same in the workers).
-        self.names: dict[str, str] = {}
-        if previous is not None:
-            for table in previous.tables.values():
-                self.names.update(zip(table, table, strict=True))
+        self.names = names_in_force(previous)
         # The rules' digest (core/digest.py), summed chunk by chunk while the
         # upload goes on: the authority then need not hash 500k rules while
         # the workers build their tables.
@@ -458,12 +464,8 @@ def _snapshot_from_json(first: bytes, rest: Iterator[pb.PushSnapshotRequest],
         pieces.append(req.json)
     data = b"".join(pieces)
     del pieces
-    names: dict[str, str] = {}
-    if previous is not None:  # as SnapshotTables: unchanged names keep their strings
-        for table in previous.tables.values():
-            names.update(zip(table, table, strict=True))
-    with _gc_pause:
-        return parse_snapshot_json(data, names)
+    with _gc_pause:  # unchanged names keep their strings, as in SnapshotTables
+        return parse_snapshot_json(data, names_in_force(previous))
 
 
 def delta_from_pb(req: pb.ApplyDeltaRequest) -> RulesDelta:

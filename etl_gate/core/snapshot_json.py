@@ -32,6 +32,7 @@ import math
 import msgspec
 import orjson
 
+from .reader import DECODE_ERRORS
 from .rules import (
     MAX_VERSION,
     MODES,
@@ -69,7 +70,6 @@ class _Snapshot(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _DECODER = msgspec.json.Decoder(_Snapshot)
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 def parse_snapshot_json(data: bytes, names: dict[str, str] | None = None) -> RulesSnapshot:
@@ -95,7 +95,7 @@ def _fast(data: bytes, names: dict[str, str] | None) -> RulesSnapshot | None:
             return None
     try:
         doc = _DECODER.decode(data)
-    except _DECODE_ERRORS:
+    except DECODE_ERRORS:
         return None
     if not 0 <= doc.version <= MAX_VERSION:
         return None
