@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import gc
 import itertools
+import logging
 import math
 import operator
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
@@ -40,6 +42,7 @@ from etl_gate.core.rules import (
     Table,
     app_text,
     check_keys,
+    names_of,
     parse_delta,
     parse_rule,
     parse_snapshot,
@@ -60,6 +63,8 @@ from .model import (
     WorkerState,
     WorkerView,
 )
+
+log = logging.getLogger(__name__)
 
 # Message types, re-exported for type hints in server.py and client.py.
 PushSnapshotRequest = pb.PushSnapshotRequest
@@ -262,15 +267,6 @@ def _fast_columns(msgs: Sequence[pb.Rule], wire: bytes
 _CORE_PRIORITY_BYTES = bytes([*_RULE_PRIORITY_FROM_PB, *[255] * (256 - len(_RULE_PRIORITY_FROM_PB))])
 
 
-def names_in_force(previous: RulesSnapshot | None) -> dict[str, str]:
-    """Event name -> the str object the rules in force hold for it."""
-    names: dict[str, str] = {}
-    if previous is not None:
-        for table in previous.tables.values():
-            names.update(zip(table, table, strict=True))
-    return names
-
-
 class SnapshotTables:
     """A pushed snapshot's rules, received chunk by chunk (Rule rows and
     per-app plain columns) and validated as they arrive, into per-app tables
@@ -282,12 +278,12 @@ class SnapshotTables:
         self.where = where
         self.tables: dict[str, Table] = {}
         self.count = 0
-        # Event names -> the str objects to use: those of the rules in force
-        # (``previous``), so a push of mostly unchanged names allocates few new
-        # strings and the supervisor's memory does not creep per push, and
-        # names several apps use are held once (PackedRules.tables does the
-        # same in the workers).
-        self.names = names_in_force(previous)
+        # Per app, event name -> the str object the rules in force
+        # (``previous``) hold for it (core.rules.names_of), made when the app
+        # first appears: a push of mostly unchanged names allocates few new
+        # strings, so the supervisor's memory does not creep per push.
+        self._in_force = None if previous is None else previous.tables
+        self._names: dict[str, dict[str, str]] = {}
         # The rules' digest (core/digest.py), summed chunk by chunk while the
         # upload goes on: the authority then need not hash 500k rules while
         # the workers build their tables.
@@ -309,7 +305,7 @@ class SnapshotTables:
             wire = b"" if not rows else (pb.RuleChunk(rules=rows).SerializeToString() if chunk.plain
                                          else chunk.SerializeToString())
             columns = _fast_columns(rows, wire)
-            plain = _fast_plain(chunk.plain, self.names)
+            plain = _fast_plain(chunk.plain, self._names_for)
             if columns is None or plain is None:
                 self._exact(chunk, n, None)  # raises, or builds what the fast path would
             else:
@@ -334,6 +330,12 @@ class SnapshotTables:
                     raise AssertionError("unreachable: the exact path raises on a duplicate")
                 self.digest += digest
         self.count += n
+
+    def _names_for(self, app: str) -> dict[str, str]:
+        names = self._names.get(app)
+        if names is None:
+            names = self._names[app] = names_of(self._in_force, app)
+        return names
 
     def _exact(self, chunk: pb.RuleChunk, n: int, before: dict[str, int] | None) -> None:
         """One parse_rule per entry, in entry order; raises the first error.
@@ -371,15 +373,14 @@ class SnapshotTables:
             self.digest += sum(map(rule_term, parsed))
 
 
-def _fast_plain(groups: Sequence[pb.PlainRules], names: dict[str, str]
+def _fast_plain(groups: Sequence[pb.PlainRules], names_for: Callable[[str], dict[str, str]]
                 ) -> list[tuple[str, list[str], bytes]] | None:
     """(app, events, core priorities) per group, names shared through
-    ``names``; None when a value may be invalid."""
+    ``names_for(app)``; None when a value may be invalid."""
     out = []
-    share = names.setdefault
     for group in groups:
         events = list(group.events)
-        events = list(map(share, events, events))
+        events = list(map(names_for(group.app).get, events, events))
         prios = group.priorities.translate(_CORE_PRIORITY_BYTES)
         if not group.app or "" in events or b"\xff" in prios:
             return None
@@ -464,8 +465,12 @@ def _snapshot_from_json(first: bytes, rest: Iterator[pb.PushSnapshotRequest],
         pieces.append(req.json)
     data = b"".join(pieces)
     del pieces
+    started = time.monotonic()
     with _gc_pause:  # unchanged names keep their strings, as in SnapshotTables
-        return parse_snapshot_json(data, names_in_force(previous))
+        snapshot = parse_snapshot_json(data, None if previous is None else previous.tables)
+    log.info("push: JSON document of %.1f MiB parsed in %.2fs", len(data) / 2**20,
+             time.monotonic() - started)
+    return snapshot
 
 
 def delta_from_pb(req: pb.ApplyDeltaRequest) -> RulesDelta:

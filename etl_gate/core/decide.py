@@ -182,13 +182,10 @@ class Decider:
         self._shared: dict[tuple[int, float, bool, str | None], _CompiledRule] = {}
         self._apps: dict[str, _CompiledApp] = {}
         kinds = packed.kinds
-        # Event names are shared with the decider in force (``previous``) and
-        # between apps: see PackedRules.tables.
-        names: dict[str, str] = {}
-        if previous is not None:
-            for capp in previous._apps.values():
-                names.update(zip(capp.events, capp.events, strict=True))
-        for app, events, special in packed.tables(names):
+        # Event names are shared with the decider in force (``previous``):
+        # see PackedRules.tables.
+        in_force = None if previous is None else {a: c.events for a, c in previous._apps.items()}
+        for app, events, special in packed.tables(in_force):
             # ``events`` ({event: priority}, built in C from this app's packed
             # segment) becomes the table itself: no copy, no per-rule Python
             # work for plain rules.
@@ -197,7 +194,7 @@ class Decider:
                 for event, k in special.items():
                     events[event] = compiled(*kinds[k])  # type: ignore[assignment]
             self._apps[app] = _CompiledApp(events, -1)  # type: ignore[arg-type]
-        del names
+        del in_force
         self._set_apps(packed.apps)
         # The worker reads input timestamps only when some rule has a cap.
         self.has_rate_caps = packed.has_rate_caps

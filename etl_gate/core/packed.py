@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from .rules import AppSettings, Rule, RulesDelta, RulesSnapshot, Table
+from .rules import AppSettings, NamesInForce, Rule, RulesDelta, RulesSnapshot, Table, names_of
 
 MAGIC = b"EGRULES2\n"
 
@@ -64,32 +64,30 @@ class PackedRules:
         self.rule_count = rule_count
         self._tables = tables
 
-    def tables(self, names: dict[str, str] | None = None
+    def tables(self, in_force: NamesInForce | None = None
                ) -> Iterator[tuple[str, dict[str, int], dict[str, int]]]:
         """(app, {event: priority}, {event: kind index}) per app, decoded one
         app at a time; the dicts are new on every call.
 
-        ``names`` (name -> the str object to use for it) shares strings: a
-        decoded name found there is replaced by that object, a new one is
-        added. Seeded with the names of the tables in force, a push of mostly
-        unchanged names then allocates almost no new strings (the decoded
-        copies are dropped at once), and the old tables, when dropped, free
-        whole allocator arenas instead of leaving them half-used under the
-        new ones; names that several apps use are held once (docs/
-        DECISIONS.md has the measurements). The map itself lives only while
-        the tables are built."""
-        share = names.setdefault if names is not None else None
+        ``in_force`` (app -> its event names in force) shares strings: a
+        decoded name the app already has in force is replaced by that str
+        object (``rules.names_of``). A push of mostly unchanged names then
+        allocates almost no new strings (the decoded copies are dropped at
+        once), and the old tables, when dropped, free whole allocator arenas
+        instead of leaving them half-used under the new ones (docs/
+        DECISIONS.md has the measurements)."""
         for app, plain, special in self._tables:
+            known = names_of(in_force, app).get if in_force else None
             if isinstance(plain, tuple):
                 raw, prios = plain
                 events = orjson.loads(raw)
-                plain = dict(zip(events if share is None else map(share, events, events), prios,
+                plain = dict(zip(events if known is None else map(known, events, events), prios,
                                  strict=True))
             else:
                 plain = dict(plain)
             if isinstance(special, memoryview):
                 events, kinds = orjson.loads(special)
-                special = dict(zip(events if share is None else map(share, events, events), kinds,
+                special = dict(zip(events if known is None else map(known, events, events), kinds,
                                    strict=True))
             else:
                 special = dict(special)

@@ -8,7 +8,7 @@ these objects: ``compile.py`` turns a snapshot into lookup tables.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -101,6 +101,22 @@ class AppSettings:
 # small int instead of a Rule and an (app, event) key is what keeps 500k rules
 # cheap to build and to hold (the supervisor, the packed form, the workers).
 Table = dict[str, int | Rule]
+
+# Each app's event names in force (its table, or a worker's compiled table):
+# where a new table finds the str objects to reuse (``names_of``).
+NamesInForce = Mapping[str, Collection[str]]
+
+
+def names_of(in_force: NamesInForce | None, app: str) -> dict[str, str]:
+    """``app``'s event names in force, name -> that same str object, for the
+    app's new table to reuse: a push of mostly unchanged names then allocates
+    few new strings, and the old table, when dropped, frees whole allocator
+    arenas instead of leaving them half-used under the new one. Per app, not
+    one map of every name: a 500k-entry map misses the CPU caches on every
+    lookup, and building tables through one took 4 times as long (0.39 s
+    against 0.10 s for 500k distinct names; docs/DECISIONS.md)."""
+    names = in_force.get(app) if in_force else None
+    return dict(zip(names, names, strict=True)) if names else {}
 
 
 def table_entry(rule: Rule) -> int | Rule:

@@ -28,6 +28,8 @@ fuzzed mutations.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Literal
 
 import msgspec
 import orjson
@@ -38,10 +40,12 @@ from .rules import (
     MODES,
     PRIORITIES,
     AppSettings,
+    NamesInForce,
     Rule,
     RulesError,
     RulesSnapshot,
     Table,
+    names_of,
     parse_snapshot,
 )
 
@@ -51,8 +55,9 @@ _PRIORITY = {p: i for i, p in enumerate(PRIORITIES)}
 class _Rule(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     app: str
     event: str
-    priority: str = "P1"
-    state: str = "active"
+    # Literals: decoded as the one str object each, not a new one per rule.
+    priority: Literal["P0", "P1", "P2"] = "P1"
+    state: Literal["active", "offline"] = "active"
     sample_rate: float = 1.0
     sample_key: str | None = None
     max_rate: float | None = None
@@ -70,14 +75,14 @@ class _Snapshot(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _DECODER = msgspec.json.Decoder(_Snapshot)
+_NO_NAMES: dict[str, str] = {}
 
 
-def parse_snapshot_json(data: bytes, names: dict[str, str] | None = None) -> RulesSnapshot:
-    """Validate a snapshot document (JSON bytes). ``names``: event names to
-    reuse (name -> the same str), e.g. those of the rules in force, so a push
-    of mostly unchanged names allocates few new strings, and a name several
-    apps use is held once; new names are added. Raises RulesError."""
-    snapshot = _fast(data, names)
+def parse_snapshot_json(data: bytes, in_force: NamesInForce | None = None) -> RulesSnapshot:
+    """Validate a snapshot document (JSON bytes). ``in_force``: each app's
+    event names in force (the tables of the rules in force), whose str objects
+    the new tables reuse (``names_of``). Raises RulesError."""
+    snapshot = _fast(data, in_force)
     if snapshot is not None:
         return snapshot
     try:
@@ -87,7 +92,7 @@ def parse_snapshot_json(data: bytes, names: dict[str, str] | None = None) -> Rul
     return parse_snapshot(obj)
 
 
-def _fast(data: bytes, names: dict[str, str] | None) -> RulesSnapshot | None:
+def _fast(data: bytes, in_force: NamesInForce | None) -> RulesSnapshot | None:
     if not data.isascii():
         try:
             data.decode()
@@ -103,7 +108,7 @@ def _fast(data: bytes, names: dict[str, str] | None) -> RulesSnapshot | None:
     if apps is None:
         return None
     tables: dict[str, Table] = {}
-    if not _add(tables, {}, doc.rules, {} if names is None else names):
+    if not _add(tables, doc.rules, in_force):
         return None
     if sum(map(len, tables.values())) != len(doc.rules):
         return None  # a duplicate key: the core names it
@@ -121,33 +126,33 @@ def _apps(found: dict[str, _App] | None) -> dict[str, AppSettings] | None:
     return apps
 
 
-def _add(tables: dict[str, Table], apps: dict[str, tuple[str, Table]], rules: list[_Rule],
-         names: dict[str, str]) -> bool:
+def _add(tables: dict[str, Table], rules: list[_Rule], in_force: NamesInForce | None) -> bool:
     """Add ``rules`` to the per-app tables, in rule order (as
-    RulesSnapshot.from_rules builds them); False if a rule may be invalid.
-    ``apps``: app -> (the key in ``tables``, its table)."""
+    RulesSnapshot.from_rules builds them); False if a rule may be invalid."""
     prio_of = _PRIORITY.get
-    known = names.get
+    # app -> (the key in ``tables``, its table, its names in force .get)
+    apps: dict[str, tuple[str, Table, Callable[[str], str | None]]] = {}
     last_app: str | None = None
     key = ""
     table: Table = {}
+    known: Callable[[str], str | None] = _NO_NAMES.get
     for r in rules:
         app, event = r.app, r.event
         prio = prio_of(r.priority)
         if prio is None or not event:
             return False
-        name = known(event)
-        if name is None:
-            name = names[event] = _copy(event)
         if app != last_app:  # the rules of an app usually come together
             if not app:
                 return False
             seen = apps.get(app)
             if seen is None:
-                seen = apps[app] = (_copy(app), {})
+                seen = apps[app] = (_copy(app), {}, names_of(in_force, app).get)
                 tables[seen[0]] = seen[1]
-            key, table = seen
+            key, table, known = seen
             last_app = app
+        name = known(event)
+        if name is None:
+            name = _copy(event)
         if r.state == "active" and r.sample_rate == 1.0 and r.sample_key is None and r.max_rate is None:
             table[name] = prio
         else:

@@ -200,17 +200,24 @@ def test_the_first_packed_format_is_still_read() -> None:
     assert unpack(packed) == snap
 
 
-def test_decoded_names_are_shared_objects() -> None:
+def test_decoded_names_reuse_the_app_s_names_in_force() -> None:
     obj = {"version": 1, "rules": [{"app": "a", "event": "p0"}, {"app": "b", "event": "p0"},
                                    {"app": "b", "event": "s", "sample_rate": 0.5}]}
     blob = pack(parse_snapshot(obj)).to_bytes()
-    names: dict[str, str] = {}
-    first = {app: (plain, special) for app, plain, special in PackedRules.from_bytes(blob).tables(names)}
+    first = {app: (plain, special) for app, plain, special in PackedRules.from_bytes(blob).tables()}
     a1, b1 = next(iter(first["a"][0])), next(iter(first["b"][0]))
-    assert a1 == b1 == "p0" and a1 is b1  # one string for a name several apps use
+    s1 = next(iter(first["b"][1]))
+    assert a1 == b1 == "p0" and a1 is not b1  # per app: no map of every name
+    in_force = {app: {**plain, **special} for app, (plain, special) in first.items()}
     again = {app: (plain, special) for app, plain, special in
-             PackedRules.from_bytes(bytes(blob)).tables(names)}
-    assert next(iter(again["a"][0])) is a1 and next(iter(again["b"][1])) is next(iter(first["b"][1]))
+             PackedRules.from_bytes(bytes(blob)).tables(in_force)}
+    assert next(iter(again["a"][0])) is a1 and next(iter(again["b"][0])) is b1
+    assert next(iter(again["b"][1])) is s1  # special rules' names too
+    assert again == first
+    # Only the app's own names are lent: app a's are not b's.
+    only_b = {app: plain for app, plain, _ in
+              PackedRules.from_bytes(bytes(blob)).tables({"b": in_force["b"]})}
+    assert next(iter(only_b["b"])) is b1 and next(iter(only_b["a"])) is not a1
 
 
 def test_a_new_decider_reuses_the_names_of_the_one_it_replaces() -> None:

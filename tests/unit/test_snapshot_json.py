@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -87,16 +88,18 @@ def test_a_big_document_takes_the_fast_path() -> None:
 
 
 def test_names_are_shared_with_the_rules_in_force() -> None:
-    names = {"video_play": "video_play", "a": "a"}
-    kept = names["video_play"]
-    snap = parse_snapshot_json(orjson.dumps(BASE), names)
-    key = next(k for k in snap.tables["1128"] if k == "video_play")
-    assert key is kept
-    assert "feed_scroll" in names  # new names join the pool
-    # A name two apps use is one str.
-    doc = {"version": 1, "rules": [{"app": "x", "event": "shared"}, {"app": "y", "event": "shared"}]}
-    x, y = (next(iter(t)) for t in parse_snapshot_json(orjson.dumps(doc)).tables.values())
-    assert x is y
+    first = parse_snapshot_json(orjson.dumps(BASE))
+    in_force = first.tables
+    kept = next(k for k in in_force["1128"] if k == "video_play")
+    snap = parse_snapshot_json(orjson.dumps({**BASE, "version": 2}), in_force)
+    assert snap == replace(first, version=2)
+    assert next(k for k in snap.tables["1128"] if k == "video_play") is kept
+    # Only the same app's names are lent; a new name is a copy of the decoded one.
+    doc = {"version": 3, "rules": [{"app": "x", "event": "video_play"},
+                                   {"app": "1128", "event": "video_play"}]}
+    snap = parse_snapshot_json(orjson.dumps(doc), in_force)
+    x, y = (next(iter(snap.tables[a])) for a in ("x", "1128"))
+    assert x == y == "video_play" and y is kept and x is not kept
 
 
 CASES = [
