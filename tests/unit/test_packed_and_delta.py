@@ -4,6 +4,7 @@ to a live decider: same decisions as a decider built from scratch."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import orjson
 import pytest
@@ -259,10 +260,19 @@ def test_tables_digest_equals_the_per_rule_digest() -> None:
     from etl_gate.core.digest import digest_sum, tables_digest_sum
 
     rng = random.Random(8)
-    obj = random_snapshot(rng, 300)
-    obj["rules"].append({"app": "é", "event": "名前", "priority": "P0"})  # type: ignore[attr-defined]
+    obj: Any = random_snapshot(rng, 300)
+    obj["rules"] += [
+        {"app": "é", "event": "名前", "priority": "P0"},
+        # Settings equal as values but written differently (the digest caches
+        # lines by settings): -0.0 and 0.0, 1 and 1.0.
+        {"app": "z", "event": "n", "sample_rate": -0.0}, {"app": "z", "event": "p", "sample_rate": 0.0},
+        {"app": "z", "event": "c1", "max_rate": 1}, {"app": "z", "event": "c2", "max_rate": 1.0}]
     snap = parse_snapshot(obj)
     assert tables_digest_sum(snap.tables, snap.apps) == digest_sum(snap.rules.values(), snap.apps)
+    # ... and the line of each is its own: -0.0 is not 0.0 in the digest.
+    flipped = parse_snapshot({**obj, "rules": [
+        {**r, "sample_rate": 0.0} if r.get("sample_rate") == 0.0 else r for r in obj["rules"]]})
+    assert tables_digest_sum(flipped.tables, flipped.apps) != tables_digest_sum(snap.tables, snap.apps)
 
 
 def test_a_negative_zero_rate_survives_packing() -> None:
