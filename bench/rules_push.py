@@ -457,6 +457,7 @@ class Results:
     snapshot_mib: float = 0.0
     gate_pid: int = 0
     broker_threads: str = ""
+    bytecode: str = ""
     # Whole-machine CPU over the measurements, and the part not used by this
     # benchmark's processes (broker, gate, producer, consumer, ctl, this one).
     measured_s: float = 0.0
@@ -468,7 +469,8 @@ class Results:
 
 def run(args: argparse.Namespace, workdir: Path) -> Results:
     res = Results(args, time.time(),
-                  load_at_start=" ".join(Path("/proc/loadavg").read_text().split()[:3]))
+                  load_at_start=" ".join(Path("/proc/loadavg").read_text().split()[:3]),
+                  bytecode=_common.compile_package())
     ports: set[int] = set()
     broker = _common.Broker()
     ctx = mp.get_context("spawn")
@@ -689,7 +691,7 @@ def report(res: Results) -> list[str]:
     lines[-len(machine)] = machine[0].rsplit("; load average", 1)[0] + \
         f"; load average at start {res.load_at_start}, at the end {res.load_at_end}"
     lines += [
-        f"- command: `{_common.command_line()}`; code: {git_describe()}",
+        f"- command: `{_common.command_line()}`; code: {git_describe()}; {res.bytecode}",
         f"- CPU during the {res.measured_s:.0f} s of measurements: the machine was busy "
         f"{res.machine_busy_s:.0f} CPU-s of {res.measured_s * CPUS:.0f}; processes outside this "
         f"benchmark used {res.other_cpu_s:.1f} CPU-s; steal {res.steal * 100:.1f}%",
