@@ -91,7 +91,8 @@ class Setup:
         return sum(self.ends.values())
 
     def write_config(self, name: str, group: str, out_prefix: str,
-                     stats: bool = True, input_topic: str | None = None) -> GateConfig:
+                     stats: bool = True, input_topic: str | None = None,
+                     tag_headers: bool = True) -> GateConfig:
         """A gate config with the defaults of config/gate.toml, but its own group, outputs,
         control-plane port and state dir."""
         path = self.workdir / f"{name}.toml"
@@ -117,6 +118,8 @@ state_dir = "state-{name}"
 [observe]
 metrics_listen = "127.0.0.1:{_common.free_port(set())}"
 stats_enabled = {"true" if stats else "false"}
+[tag]
+headers = {"true" if tag_headers else "false"}
 """)
         return load_config(path)
 

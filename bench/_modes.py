@@ -247,13 +247,14 @@ def log_problems(path: Path, pattern: re.Pattern[str], run: Run) -> None:
 
 
 def start_gate(setup: Setup, name: str, live: list[Any], stats: bool = True,
-               max_events: int = 0, input_topic: str | None = None,
+               max_events: int = 0, input_topic: str | None = None, tag_headers: bool = True,
                make_topics: Callable[[list[str]], None] | None = None,
                on_start: Callable[[], None] = lambda: None) -> Launch:
     """``max_events``: the gate exits by itself after that many; 0: stop() sends SIGTERM
     (the gate drains and exits)."""
     group, out = f"{setup.prefix}-{name}", f"{setup.prefix}.{name}"
-    cfg = setup.write_config(name, group, out, stats=stats, input_topic=input_topic)
+    cfg = setup.write_config(name, group, out, stats=stats, input_topic=input_topic,
+                             tag_headers=tag_headers)
     t = cfg.topics
     outputs = [*t.priority_topics, t.dlq]
     if make_topics is not None:
@@ -277,17 +278,25 @@ def start_gate(setup: Setup, name: str, live: list[Any], stats: bool = True,
     def stopper(launch: Launch, run: Run) -> None:
         _wait_popen(proc, "gate", run, 120, terminate_first=not max_events)
 
-    return Launch("etl-gate" if stats else "gate-no-stats", group, outputs, [proc], pids,
+    return Launch(gate_mode(stats, tag_headers), group, outputs, [proc], pids,
                   stopper, {"log": log_path, "out": out_path})
 
 
-def run_gate(setup: Setup, k: int, live: list[Any], stats: bool = True) -> Run:
-    mode = "etl-gate" if stats else "gate-no-stats"
+def gate_mode(stats: bool = True, tag_headers: bool = True) -> str:
+    """The mode name of a gate variant: etl-gate (the defaults), gate-no-stats
+    (observe.stats_enabled = false), gate-no-headers (tag.headers = false)."""
+    return "etl-gate" if stats and tag_headers else "gate-no-stats" if tag_headers else "gate-no-headers"
+
+
+def run_gate(setup: Setup, k: int, live: list[Any], stats: bool = True,
+             tag_headers: bool = True) -> Run:
+    mode = gate_mode(stats, tag_headers)
     run = Run(mode, k, setup.n)
-    name = f"gate{k}" if stats else f"gatens{k}"
+    name = {"etl-gate": "gate", "gate-no-stats": "gatens", "gate-no-headers": "gatenh"}[mode] + str(k)
     t0_outputs = [f"{setup.prefix}.{name}.{x}" for x in ("p0", "p1", "p2", "dlq")]
     meter = Meter(setup, f"{setup.prefix}-{name}", t0_outputs, run)
-    launch = start_gate(setup, name, live, stats=stats, max_events=setup.n, on_start=meter.start)
+    launch = start_gate(setup, name, live, stats=stats, max_events=setup.n, on_start=meter.start,
+                        tag_headers=tag_headers)
     meter.wait_committed(alive=launch.alive, pids=launch.pids, timeout_s=setup.args.run_timeout)
     launch.stop(run, live)
     meter.finish()

@@ -17,6 +17,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import _common
@@ -35,13 +36,15 @@ def time_loop(fn: Callable[[bytes], object], events: list[bytes]) -> float:
     return time.perf_counter() - t0
 
 
-def route_loops(gen: Generator, decider: Any, batch: int) -> tuple[Callable[[], float],
-                                                                   Callable[[], float]]:
+def route_loops(gen: Generator, deciders: dict[str, tuple[Any, bool]], batch: int
+                ) -> dict[str, Callable[[], float]]:
     """Timers of the worker's per-event loop (``Worker._route_batch``: decide,
-    statistics, produce) without a broker: real confluent-kafka Message
-    objects, and a real Producer whose broker is unreachable, so produce()
-    only queues. What the worker's Python costs per event, apart from
-    consume() and librdkafka's own threads."""
+    statistics, produce) without a broker, one per ``deciders`` entry (name ->
+    (decider, statistics on)), plus "passthrough loop": the lean passthrough's
+    per-event work (bench/_modes.py: produce each message as it is). Real
+    confluent-kafka Message objects, and a real Producer whose broker is
+    unreachable, so produce() only queues. What each costs per event in
+    Python, apart from consume() and librdkafka's own threads."""
     from confluent_kafka import Message, Producer
 
     from etl_gate.kafka.clients import producer_config
@@ -50,32 +53,51 @@ def route_loops(gen: Generator, decider: Any, batch: int) -> tuple[Callable[[], 
     cfg = GateConfig()
     msgs = [Message(topic="raw", partition=i % 6, offset=i // 6, key=k, value=v,
                     timestamp=(1, ts)) for i, (v, k, ts) in enumerate(gen.events())]
+    base = {**producer_config(cfg, 0), "bootstrap.servers": "127.0.0.1:1", "log_level": 0,
+            "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 4_000_000,
+            "delivery.report.only.error": True}
 
-    def timer(stats_on: bool) -> Callable[[], float]:
+    def timed(producer: Any, body: Callable[[list[Any]], None]) -> float:
+        gc.collect()
+        t0 = time.perf_counter()
+        for i in range(0, len(msgs), batch):
+            body(msgs[i:i + batch])
+        elapsed = time.perf_counter() - t0
+        producer.purge()
+        return elapsed
+
+    def timer(decider: Any, stats_on: bool) -> Callable[[], float]:
         w = Worker(cfg, 0, conn=None)
         w.stats_on = stats_on
         w.holder.swap(decider)
         w._partitions = [6] * 5
-        conf = {**producer_config(cfg, 0), "bootstrap.servers": "127.0.0.1:1", "log_level": 0,
-                "queue.buffering.max.messages": 2_000_000,
-                "queue.buffering.max.kbytes": 4_000_000,
-                "on_delivery": w.checkpoints.on_delivery_error,
-                "delivery.report.only.error": True}
+        conf = {**base, "on_delivery": w.checkpoints.on_delivery_error}
 
         def run() -> float:
             w.producer = Producer(conf)  # a fresh queue per run
-            gc.collect()
-            t0 = time.perf_counter()
-            for i in range(0, len(msgs), batch):
-                w._route_batch(msgs[i:i + batch])
-            elapsed = time.perf_counter() - t0
+            elapsed = timed(w.producer, w._route_batch)
             w.telemetry.reset()
-            w.producer.purge()
             return elapsed
 
         return run
 
-    return timer(True), timer(False)
+    def passthrough() -> float:
+        producer = Producer({**base, "on_delivery": lambda err, msg: None})
+        produce, offsets = producer.produce, {}
+
+        def body(batch: list[Any]) -> None:
+            for m in batch:  # bench/_modes.py Passthrough.run, per message
+                if m.error() is not None:
+                    continue
+                part = m.partition()
+                ts = m.timestamp()[1]
+                produce("out", m.value(), m.key(), part, None, None, ts if ts > 0 else 0)
+                offsets[part] = m.offset() + 1
+
+        return timed(producer, body)
+
+    return {**{name: timer(d, on) for name, (d, on) in deciders.items()},
+            "passthrough loop": passthrough}
 
 
 def main() -> None:
@@ -109,14 +131,18 @@ def main() -> None:
             return None
 
     n = len(events)
-    route_on, route_off = route_loops(gen, decider, args.batch)
-    runs: dict[str, list[float]] = {"decide": [], "orjson.loads": [],
-                                    "worker loop, stats on": [], "worker loop, stats off": []}
+    # The worker loop as configured by default, then without statistics, then
+    # without tag headers (tag.headers = false: SPEC section 4).
+    plain = build_decider(parse_snapshot(gen.rules()), replace(settings, tag_headers=False))
+    loops = route_loops(gen, {"worker loop, stats on": (decider, True),
+                              "worker loop, stats off": (decider, False),
+                              "worker loop, no tag headers": (plain, True)}, args.batch)
+    runs: dict[str, list[float]] = {"decide": [], "orjson.loads": [], **{k: [] for k in loops}}
     for _ in range(args.repeat):  # interleaved, so drift on a noisy machine hits all
         runs["decide"].append(n / time_loop(decide0, events))
         runs["orjson.loads"].append(n / time_loop(safe_loads, events))
-        runs["worker loop, stats on"].append(n / route_on())
-        runs["worker loop, stats off"].append(n / route_off())
+        for name, loop in loops.items():
+            runs[name].append(n / loop())
 
     header = ["what", "median ev/s", "µs/event", "runs (ev/s)"]
     rows = []
@@ -128,9 +154,17 @@ def main() -> None:
     parse_share = statistics.median(runs["decide"]) / statistics.median(runs["orjson.loads"])
     print(f"{n:,} events of {avg_size:.0f} bytes, {len(gen.rules()['rules'])} rules; one core\n")
     print(_common.text_table(header, rows))
+    us = {k: 1e6 / statistics.median(v) for k, v in runs.items()}
+    where = (f"Per event in Python: the worker loop {us['worker loop, stats on']:.2f} µs against the "
+             f"passthrough loop's {us['passthrough loop']:.2f} µs "
+             f"({us['worker loop, stats on'] / us['passthrough loop']:.1f}x); of the difference, "
+             f"decide {us['decide']:.2f} µs, statistics "
+             f"{us['worker loop, stats on'] - us['worker loop, stats off']:.2f} µs, tag headers "
+             f"{us['worker loop, stats on'] - us['worker loop, no tag headers']:.2f} µs (confluent-kafka "
+             "builds librdkafka headers per produce call).")
     print(f"\na full orjson.loads alone costs {parse_share:.0%} of a whole decision (decide "
           "reads only the fields it needs, core/reader.py); "
-          f"mix: {', '.join(f'{k} {v / n:.1%}' for k, v in mix.most_common())}")
+          f"mix: {', '.join(f'{k} {v / n:.1%}' for k, v in mix.most_common())}\n{where}")
 
     if not args.no_append:
         lines = _common.section_header("decision core (bench/core_bench.py)") + [
@@ -144,7 +178,9 @@ def main() -> None:
             f"- loop of `decider.decide(raw, 0)` vs `orjson.loads(raw)`, and the worker's "
             f"per-event loop (`Worker._route_batch`, batches of {args.batch}: decide, stats, "
             "produce into a real Producer whose broker is unreachable, so it only queues; "
-            "real confluent-kafka Message objects), one process (one core), "
+            "real confluent-kafka Message objects; with statistics off, and with tag headers "
+            "off), beside the lean passthrough's per-message loop on the same messages "
+            "(bench/_modes.py), one process (one core), "
             f"{args.repeat} interleaved repeats, median",
             f"- command: `{_common.command_line()}`",
             "",
@@ -152,6 +188,8 @@ def main() -> None:
             "",
             f"A full `orjson.loads` alone costs {parse_share:.0%} of a whole decision (decide "
             "reads only the fields it needs: core/reader.py).",
+            "",
+            where,
         ]
         _common.append_results(lines)
         print(f"appended to {_common.RESULTS}")

@@ -3,7 +3,7 @@
 One command: starts its own broker (scripts/kafka.sh, free ports, temp data
 dir; or ``--bootstrap``), pre-loads one input topic with N generated events
 and the matching rules (untimed), then runs, interleaved and R times each, W
-processes per mode (``--modes``; default all but ``gate-no-stats``):
+processes per mode (``--modes``; default all but ``gate-no-stats`` and ``gate-no-headers``):
 
 - passthrough: W spawned worker processes, each a confluent-kafka consumer
   (the gate's consumer and producer settings, batch ``consume``, manual
@@ -19,6 +19,7 @@ processes per mode (``--modes``; default all but ``gate-no-stats``):
 - kcat: ``kcat -C ... | kcat -P ...`` (two C processes, librdkafka, Debian's
   package): the physical reference, no Python.
 - gate-no-stats (on request): the gate with per-event statistics off.
+- gate-no-headers (on request): the gate with tag.headers = false.
 
 Every run has a fresh consumer group and fresh output topics, so every run
 processes all N events. A run's time goes from process start until the
@@ -62,7 +63,9 @@ from confluent_kafka import KafkaException
 
 # "gate-no-stats": the gate with per-event statistics off (observe.stats_enabled =
 # false), to measure what observability costs (issue 4: at most 10%).
-MODES = ("passthrough", "etl-gate", "quix", "kcat", "gate-no-stats")
+# "gate-no-headers": the gate with tag.headers = false (SPEC section 4), to
+# measure what the tag headers cost (confluent-kafka converts them per produce).
+MODES = ("passthrough", "etl-gate", "quix", "kcat", "gate-no-stats", "gate-no-headers")
 DEFAULT_MODES = ("passthrough", "etl-gate", "quix", "kcat")
 LATENCY_MODES = ("passthrough", "etl-gate", "quix")
 
@@ -217,6 +220,13 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
         summary.append(
             f"observability cost: gate with stats / without: events/s {gate.eps / nostats.eps:.2f}, "
             f"CPU per event {gate.cpu_s / nostats.cpu_s:.2f}x (issue 4 target: events/s >= 0.90)")
+    noheaders = meds.get("gate-no-headers")
+    if gate and noheaders:
+        summary.append(
+            f"tag headers cost: gate with headers / without (tag.headers = false): events/s "
+            f"{gate.eps / noheaders.eps:.2f}, CPU per event {gate.cpu_s / noheaders.cpu_s:.2f}x")
+    if pt and noheaders:
+        summary.append(_ratio_line("gate-no-headers/passthrough", runs, noheaders, pt))
     lat_rows = [lat_row(x, _eps(meds.get(x.mode))) for x in lats]
     verdicts = targets(meds, lats)
     sup = gate.supervisor_rss_mib if gate else math.nan
@@ -350,7 +360,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bootstrap", help="use this broker instead of starting one")
     p.add_argument("--only", choices=MODES, help="run one mode only")
     p.add_argument("--modes", type=_modes, default=list(DEFAULT_MODES),
-                   help=f"comma-separated, of {', '.join(MODES)} (default: all but gate-no-stats)")
+                   help=f"comma-separated, of {', '.join(MODES)} "
+                   "(default: all but gate-no-stats and gate-no-headers)")
     p.add_argument("--kcat", default="kcat", help="the kcat binary (Debian: apt-get install kcat)")
     p.add_argument("--kcat-opt", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="extra librdkafka setting for the kcat consumer")
@@ -388,6 +399,7 @@ RUNNERS: dict[str, Callable[[Setup, int, list[Any]], Run]] = {
     "passthrough": run_passthrough,
     "etl-gate": lambda setup, k, live: run_gate(setup, k, live, stats=True),
     "gate-no-stats": lambda setup, k, live: run_gate(setup, k, live, stats=False),
+    "gate-no-headers": lambda setup, k, live: run_gate(setup, k, live, tag_headers=False),
     "quix": run_quix,
     "kcat": run_kcat,
 }
