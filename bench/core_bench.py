@@ -161,7 +161,8 @@ def main() -> None:
              f"decide {us['decide']:.2f} µs, statistics "
              f"{us['worker loop, stats on'] - us['worker loop, stats off']:.2f} µs, tag headers "
              f"{us['worker loop, stats on'] - us['worker loop, no tag headers']:.2f} µs (confluent-kafka "
-             "builds librdkafka headers per produce call).")
+             "builds librdkafka headers per produce call; in this loop, whose producer queue only "
+             "grows: end to end, bench/throughput.py's gate-no-headers mode measures it).")
     print(f"\na full orjson.loads alone costs {parse_share:.0%} of a whole decision (decide "
           "reads only the fields it needs, core/reader.py); "
           f"mix: {', '.join(f'{k} {v / n:.1%}' for k, v in mix.most_common())}\n{where}")
