@@ -167,10 +167,6 @@ class DumpConfig:
 @dataclass(frozen=True)
 class GateConfig:
     workers: int = 0  # 0: one per CPU
-    # Niceness the worker processes add to themselves (0: none). The data
-    # path yields the CPU to the supervisor (pushes, health checks, metrics)
-    # when both want it; alone, workers take every cycle anyway.
-    workers_nice: int = 5
     rules_file: str = ""
     rules_reload_s: float = 2.0  # how often the supervisor looks for a changed rules file
     sampling_seed: int = 0
@@ -253,7 +249,6 @@ def _validate(cfg: GateConfig) -> None:
             raise ConfigError(msg)
 
     check(cfg.workers >= 0, "workers: must be >= 0 (0 means one per CPU)")
-    check(0 <= cfg.workers_nice <= 19, "workers_nice: must be in 0..19")
     check(0.0 <= cfg.quarantine_sample_rate <= 1.0, "quarantine_sample_rate: must be in 0..1")
     check(0 <= cfg.sampling_seed < 2**32, "sampling_seed: must be an unsigned 32-bit integer")
     check(cfg.rules_reload_s > 0, "rules_reload_s: must be > 0")

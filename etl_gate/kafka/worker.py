@@ -10,7 +10,6 @@ runs per batch.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from collections import Counter
@@ -475,14 +474,6 @@ def worker_main(cfg: GateConfig, index: int, conn: Any, counters: Any, rate_shar
     """Entry point of a worker process (spawned by the pool)."""
     from ..logs import setup_logging
 
-    # Before any thread starts: Linux applies niceness per thread, and the
-    # threads started later (librdkafka's, the rules feed) inherit it. Under
-    # CPU contention the supervisor's single control thread otherwise gets a
-    # sliver beside the workers' and the broker's threads: a 500k-rule push
-    # parsed in 0.65-1.25 s instead of 0.3 s beside a 20k events/s stream
-    # (bench/RESULTS.md). Raising one's own niceness needs no privilege.
-    if cfg.workers_nice:
-        os.nice(cfg.workers_nice)
     setup_logging(cfg.log_level, cfg.log_format)
     worker = Worker(cfg, index, conn, counters, rate_share, telemetry)
     signal.signal(signal.SIGTERM, worker.stop)
