@@ -94,10 +94,14 @@ def test_outputs_that_time_out_are_produced_again_from_the_last_commit(
     message timeout: outputs in flight fail with _MSG_TIMED_OUT, the worker
     rewinds to its last commit (kafka/ledger.py), and once the broker is back
     nothing is missing."""
+    # linger.ms 500: outputs wait half a second in the producer before they
+    # are sent, so whenever the broker freezes there are some in flight (with
+    # the default 5 ms, at times there were none and nothing timed out).
     env = GateEnv(broker.bootstrap, tmp_path, workers=1, partitions=2, extra_toml="""
 [kafka.producer]
 "message.timeout.ms" = 2000
 "request.timeout.ms" = 1000
+"linger.ms" = 500
 """)
     events = list(env.generate(GenSpec(count=30000, seed=12, id_prefix="f")).events())
     try:
