@@ -77,7 +77,8 @@ class PackedRules:
         instead of leaving them half-used under the new ones (docs/
         DECISIONS.md has the measurements)."""
         for app, plain, special in self._tables:
-            known = names_of(in_force, app).get if in_force else None
+            names = names_of(in_force, app)
+            known = names.get if names else None  # an app new to the rules: nothing to share
             if isinstance(plain, tuple):
                 raw, prios = plain
                 events = orjson.loads(raw)

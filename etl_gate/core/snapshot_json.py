@@ -36,9 +36,9 @@ import orjson
 
 from .reader import DECODE_ERRORS
 from .rules import (
+    _PRIORITY_INDEX,
     MAX_VERSION,
     MODES,
-    PRIORITIES,
     AppSettings,
     NamesInForce,
     Rule,
@@ -48,8 +48,6 @@ from .rules import (
     names_of,
     parse_snapshot,
 )
-
-_PRIORITY = {p: i for i, p in enumerate(PRIORITIES)}
 
 
 class _Rule(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -119,7 +117,7 @@ def _fast(data: bytes, in_force: NamesInForce | None) -> RulesSnapshot | None:
 def _apps(found: dict[str, _App] | None) -> dict[str, AppSettings] | None:
     apps: dict[str, AppSettings] = {}
     for app, s in (found or {}).items():
-        prio = _PRIORITY.get(s.default_priority)
+        prio = _PRIORITY_INDEX.get(s.default_priority)
         if prio is None or s.mode not in MODES:
             return None
         apps[app] = AppSettings(s.mode == "monitor", prio)
@@ -129,7 +127,7 @@ def _apps(found: dict[str, _App] | None) -> dict[str, AppSettings] | None:
 def _add(tables: dict[str, Table], rules: list[_Rule], in_force: NamesInForce | None) -> bool:
     """Add ``rules`` to the per-app tables, in rule order (as
     RulesSnapshot.from_rules builds them); False if a rule may be invalid."""
-    prio_of = _PRIORITY.get
+    prio_of = _PRIORITY_INDEX.get
     # app -> (the key in ``tables``, its table, its names in force .get)
     apps: dict[str, tuple[str, Table, Callable[[str], str | None]]] = {}
     last_app: str | None = None
@@ -176,7 +174,7 @@ def _copy(text: str) -> str:
 def _special(r: _Rule, app: str, event: str, prio: int) -> Rule | None:
     """The Rule of a sampled, offline, keyed or capped rule, if valid."""
     rate, key, cap = r.sample_rate, r.sample_key, r.max_rate
-    if not 0.0 <= rate <= 1.0 or r.state not in ("active", "offline"):
+    if not 0.0 <= rate <= 1.0:  # (the state is one of the two: a Literal)
         return None
     if key is not None and (key == "" or "" in key.split(".")):
         return None
