@@ -159,8 +159,14 @@ class ControlClient:
 
     def push_json_bytes(self, data: bytes) -> PushResult:
         """Push a SPEC section 2 snapshot as its JSON document, unparsed: the
-        gate parses and validates it (the fastest way for a big allow-list)."""
-        return self.push(serde.json_bytes_to_requests(data))
+        gate parses and validates it (the fastest way for a big allow-list).
+        Split at rule boundaries where it can be (the gate then parses while
+        it receives), else sent whole."""
+        return self.push(serde.json_document_to_requests(data))
+
+    def push_json_parts(self, head: bytes, parts: Iterable[bytes]) -> PushResult:
+        """Push a document split by ``core.snapshot_json.split_document``."""
+        return self.push(serde.json_parts_to_requests(head, parts))
 
     def apply_delta(self, request: serde.ApplyDeltaRequest) -> PushResult:
         return serde.push_result_from_pb(self._call(self._stub.ApplyDelta, request))

@@ -31,6 +31,7 @@ import orjson
 from etl_gate.config import ConfigError
 from etl_gate.core import OUTCOMES
 from etl_gate.core.rules import RulesError
+from etl_gate.core.snapshot_json import split_document
 
 from .model import EventStatsReport, GateStatus, PushResult, RulesInfo
 
@@ -335,8 +336,18 @@ def cmd_push(args: argparse.Namespace) -> int:
         # The document as it is: each gate parses and validates it (faster
         # than converting it here and decoding rows there: bench/RESULTS.md).
         data = _load_bytes(args.file)
-        _check_json_syntax(data, args.file)
-        outcomes = fan_out(targets(args.target), options, lambda c: c.push_json_bytes(data))
+        # Split at rule boundaries once, for every target (the gates parse
+        # while they receive). A document that cannot be split is sent
+        # whole, if it is JSON at all.
+        split = split_document(data, serde.JSON_PIECE_BYTES)
+        if split is None:
+            _check_json_syntax(data, args.file)
+            outcomes = fan_out(targets(args.target), options,
+                               lambda c: c.push(serde.json_bytes_to_requests(data)))
+        else:
+            del data
+            head, parts = split
+            outcomes = fan_out(targets(args.target), options, lambda c: c.push_json_parts(head, parts))
         return _report(args, outcomes, describe_push)
     # A short-lived process that builds millions of objects and no cycles:
     # the collector would only walk them again and again (15% of a 500k

@@ -48,7 +48,7 @@ from etl_gate.core.rules import (
     parse_snapshot,
     table_entry,
 )
-from etl_gate.core.snapshot_json import parse_snapshot_json
+from etl_gate.core.snapshot_json import SnapshotParts, parse_snapshot_json, split_document
 from etl_gate.pb.control.v1 import control_pb2 as pb
 from etl_gate.stats import AppStat, EventStat
 
@@ -428,10 +428,16 @@ def snapshot_from_requests(requests: Iterable[pb.PushSnapshotRequest],
     ``previous`` (the rules in force) lends its name strings (SnapshotTables)."""
     it = iter(requests)
     first = next(it, None)
-    if first is not None and first.WhichOneof("part") == "json":
+    part = None if first is None else first.WhichOneof("part")
+    if part == "json_head":
+        assert first is not None
+        return _snapshot_from_json_parts(first.json_head, it, previous, max_json_bytes)
+    if part == "json":
+        assert first is not None
         return _snapshot_from_json(first.json, it, previous, max_json_bytes)
-    if first is None or first.WhichOneof("part") != "header":
-        raise RulesError("push: the stream must start with a SnapshotHeader or a piece of JSON")
+    if first is None or part != "header":
+        raise RulesError("push: the stream must start with a SnapshotHeader, a json_head or a piece "
+                         "of JSON")
     header = first.header
     # Version and apps through the core (it checks modes and priorities).
     base = parse_snapshot({"version": header.version, "apps": _apps_json(header.apps)})
@@ -470,6 +476,26 @@ def _snapshot_from_json(first: bytes, rest: Iterator[pb.PushSnapshotRequest],
         snapshot = parse_snapshot_json(data, None if previous is None else previous.tables)
     log.info("push: JSON document of %.1f MiB parsed in %.2fs", len(data) / 2**20,
              time.monotonic() - started)
+    return snapshot
+
+
+def _snapshot_from_json_parts(head: bytes, rest: Iterator[pb.PushSnapshotRequest],
+                              previous: RulesSnapshot | None, max_bytes: int) -> RulesSnapshot:
+    started = time.monotonic()
+    parts = SnapshotParts(head, None if previous is None else previous.tables)
+    n = 1
+    for n, req in enumerate(rest, 2):
+        part = req.WhichOneof("part")
+        if part != "json_rules":
+            raise RulesError(f"push: message {n}: expected json_rules, got {part or 'an empty message'}")
+        if parts.size + len(req.json_rules) > max_bytes:
+            raise RulesError(f"push: the JSON document is larger than {max_bytes >> 20} MiB "
+                             "(control.max_push_mb)")
+        with _gc_pause:  # see _GcPause; the collector runs between parts
+            parts.add(req.json_rules, f"message {n}")
+    snapshot = parts.snapshot()
+    log.info("push: JSON document of %.1f MiB in %d parts received and parsed in %.2fs",
+             parts.size / 2**20, n - 1, time.monotonic() - started)
     return snapshot
 
 
@@ -706,6 +732,24 @@ def json_bytes_to_requests(data: bytes, piece_bytes: int = JSON_PIECE_BYTES
     view = memoryview(data)
     for start in range(0, max(len(data), 1), piece_bytes):
         yield pb.PushSnapshotRequest(json=bytes(view[start:start + piece_bytes]))
+
+
+def json_parts_to_requests(head: bytes, parts: Iterable[bytes]) -> Iterator[pb.PushSnapshotRequest]:
+    """A snapshot document split by ``core.snapshot_json.split_document`` as a
+    PushSnapshot stream."""
+    yield pb.PushSnapshotRequest(json_head=head)
+    for part in parts:
+        yield pb.PushSnapshotRequest(json_rules=part)
+
+
+def json_document_to_requests(data: bytes, part_bytes: int = JSON_PIECE_BYTES
+                              ) -> Iterator[pb.PushSnapshotRequest]:
+    """A snapshot document (JSON bytes) as a PushSnapshot stream: split at
+    rule boundaries where it can be, else whole in pieces."""
+    split = split_document(data, part_bytes)
+    if split is None:
+        return json_bytes_to_requests(data, part_bytes)
+    return json_parts_to_requests(*split)
 
 
 def json_snapshot_to_requests(obj: Any, chunk_size: int = DEFAULT_CHUNK_RULES

@@ -27,6 +27,8 @@ fuzzed mutations.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -91,11 +93,8 @@ def parse_snapshot_json(data: bytes, in_force: NamesInForce | None = None) -> Ru
 
 
 def _fast(data: bytes, in_force: NamesInForce | None) -> RulesSnapshot | None:
-    if not data.isascii():
-        try:
-            data.decode()
-        except UnicodeDecodeError:
-            return None
+    if not _utf8(data):
+        return None
     try:
         doc = _DECODER.decode(data)
     except DECODE_ERRORS:
@@ -106,12 +105,141 @@ def _fast(data: bytes, in_force: NamesInForce | None) -> RulesSnapshot | None:
     if apps is None:
         return None
     tables: dict[str, Table] = {}
-    if not _add(tables, doc.rules, in_force):
+    if not _add(tables, doc.rules, in_force, {}):
         return None
     if sum(map(len, tables.values())) != len(doc.rules):
         return None  # a duplicate key: the core names it
     # No rules_digest: the authority sums it while the workers build.
     return RulesSnapshot(doc.version, tables, apps, len(doc.rules))
+
+
+def _utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8, by Python's strict decoder (it refuses
+    what orjson refuses)."""
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# --- the document split at rule boundaries -----------------------------------
+#
+# ``ctl push`` sends a document as its head (the members other than "rules")
+# and the rules in arrays of consecutive entries (split_document), so that the
+# gate decodes each part as it arrives (SnapshotParts): the parse overlaps the
+# upload, and each part's decoded objects are freed before the next part is
+# decoded, so the next part reuses their memory. Decoded whole, a 500k-rule
+# document's objects take ~100 MiB of fresh memory per push, and beside a busy
+# stream the page faults for it cost as much CPU as the parse itself
+# (bench/RESULTS.md).
+
+
+class _Head(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    version: int
+    apps: dict[str, _App] | None = None
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+_RULES = msgspec.json.Decoder(list[_Rule])
+_MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def split_document(data: bytes, part_bytes: int) -> tuple[bytes, list[bytes]] | None:
+    """A snapshot document as (head, rule arrays of about ``part_bytes``
+    each): the head is a JSON object of the members other than "rules", the
+    parts hold the "rules" array's elements verbatim, in order. None when the
+    document is not valid UTF-8 and JSON, or not an object whose "rules" (if
+    any) is an array: send it whole, so that the gate's verdict quotes it as
+    it is. Duplicate members keep the last, as orjson and msgspec do."""
+    if not _utf8(data):
+        return None
+    try:
+        members = _MEMBERS.decode(data)
+        rules = _ELEMENTS.decode(members.pop("rules", b"[]"))
+    except DECODE_ERRORS:
+        return None
+    head = b"{" + b",".join(orjson.dumps(k) + b":" + bytes(v) for k, v in members.items()) + b"}"
+    ends = list(itertools.accumulate(map(len, rules)))  # cut by size, not count: rules vary
+    parts: list[bytes] = []
+    start, done = 0, 0
+    while start < len(rules):
+        stop = max(bisect.bisect_right(ends, done + part_bytes, lo=start), start + 1)
+        parts.append(b"[" + b",".join(rules[start:stop]) + b"]")
+        start, done = stop, ends[stop - 1]
+    return head, parts
+
+
+class SnapshotParts:
+    """A document received as (head, rule arrays) (split_document), decoded
+    part by part: ``snapshot()`` is ``parse_snapshot_json`` of the document
+    they mean, the same RulesSnapshot or the same RulesError. The fast path
+    decodes each part as it is added; once it gives up, the parts are only
+    kept, and ``snapshot()`` parses the document rebuilt from them."""
+
+    def __init__(self, head: bytes, in_force: NamesInForce | None = None) -> None:
+        try:
+            members = _MEMBERS.decode(head)
+        except DECODE_ERRORS as e:
+            raise RulesError(f"push: the json_head is not a JSON object: {e}") from None
+        if "rules" in members:
+            raise RulesError("push: the json_head holds 'rules'; they travel as json_rules parts")
+        self._head = head if members else b""
+        self._in_force = in_force
+        self._parts: list[bytes] = []
+        self.size = len(head)
+        self._tables: dict[str, Table] = {}
+        self._seen: _SeenApps = {}
+        self._count = 0
+        self._version = 0
+        self._apps: dict[str, AppSettings] | None = None
+        if _utf8(head):
+            try:
+                h = _HEAD.decode(head)
+            except DECODE_ERRORS:
+                return
+            if 0 <= h.version <= MAX_VERSION:
+                self._version = h.version
+                self._apps = _apps(h.apps)
+
+    def add(self, part: bytes, where: str = "json_rules") -> None:
+        """Decode one JSON array of rules. RulesError if it is not an array."""
+        self._parts.append(part)
+        self.size += len(part)
+        if self._apps is not None and _utf8(part):
+            try:
+                rules = _RULES.decode(part)
+            except DECODE_ERRORS:
+                pass
+            else:
+                if _add(self._tables, rules, self._in_force, self._seen):
+                    self._count += len(rules)
+                    return
+        self._apps = None  # the fast path gives up: keep the parts, for the rebuilt document
+        self._tables = {}
+        try:
+            _ELEMENTS.decode(part)
+        except DECODE_ERRORS as e:
+            raise RulesError(f"push: {where} is not a JSON array of rules: {e}") from None
+
+    @property
+    def fast(self) -> bool:
+        """Whether every part so far took the fast path."""
+        return self._apps is not None
+
+    def snapshot(self) -> RulesSnapshot:
+        if self._apps is not None and sum(map(len, self._tables.values())) == self._count:
+            return RulesSnapshot(self._version, self._tables, self._apps, self._count)
+        return parse_snapshot_json(self.document(), self._in_force)
+
+    def document(self) -> bytes:
+        """The document the head and parts mean."""
+        rules = b",".join(e for e in (p.strip()[1:-1].strip() for p in self._parts) if e)
+        head = self._head.rstrip()[:-1] + b"," if self._head else b"{"
+        return head + b'"rules":[' + rules + b"]}"
 
 
 def _apps(found: dict[str, _App] | None) -> dict[str, AppSettings] | None:
@@ -124,12 +252,16 @@ def _apps(found: dict[str, _App] | None) -> dict[str, AppSettings] | None:
     return apps
 
 
-def _add(tables: dict[str, Table], rules: list[_Rule], in_force: NamesInForce | None) -> bool:
+# app -> (its key in the tables, its table, .get of its names in force)
+_SeenApps = dict[str, tuple[str, Table, Callable[[str], str | None]]]
+
+
+def _add(tables: dict[str, Table], rules: list[_Rule], in_force: NamesInForce | None,
+         apps: _SeenApps) -> bool:
     """Add ``rules`` to the per-app tables, in rule order (as
-    RulesSnapshot.from_rules builds them); False if a rule may be invalid."""
+    RulesSnapshot.from_rules builds them); False if a rule may be invalid.
+    ``apps``: the apps added so far (empty at the first call)."""
     prio_of = _PRIORITY_INDEX.get
-    # app -> (the key in ``tables``, its table, its names in force .get)
-    apps: dict[str, tuple[str, Table, Callable[[str], str | None]]] = {}
     last_app: str | None = None
     key = ""
     table: Table = {}

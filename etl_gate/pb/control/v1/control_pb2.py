@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$etl_gate/pb/control/v1/control.proto\x12\x13\x65tl_gate.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x01\n\x04Rule\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12/\n\x08priority\x18\x03 \x01(\x0e\x32\x1d.etl_gate.control.v1.Priority\x12\x18\n\x0bsample_rate\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12-\n\x05state\x18\x05 \x01(\x0e\x32\x1e.etl_gate.control.v1.RuleState\x12\x17\n\nsample_key\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08max_rate\x18\x07 \x01(\x01H\x02\x88\x01\x01\x42\x0e\n\x0c_sample_rateB\r\n\x0b_sample_keyB\x0b\n\t_max_rate\"%\n\x07RuleKey\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\"\x7f\n\x0b\x41ppSettings\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12*\n\x04mode\x18\x02 \x01(\x0e\x32\x1c.etl_gate.control.v1.AppMode\x12\x37\n\x10\x64\x65\x66\x61ult_priority\x18\x03 \x01(\x0e\x32\x1d.etl_gate.control.v1.Priority\"e\n\x0eSnapshotHeader\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12.\n\x04\x61pps\x18\x02 \x03(\x0b\x32 .etl_gate.control.v1.AppSettings\x12\x12\n\nrule_count\x18\x03 \x01(\x04\"v\n\tRuleChunk\x12(\n\x05rules\x18\x01 \x03(\x0b\x32\x19.etl_gate.control.v1.Rule\x12.\n\x05plain\x18\x02 \x03(\x0b\x32\x1f.etl_gate.control.v1.PlainRules\x12\x0f\n\x07\x65ntries\x18\x03 \x03(\x04\"=\n\nPlainRules\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x03(\t\x12\x12\n\npriorities\x18\x03 \x01(\x0c\"\x95\x01\n\x13PushSnapshotRequest\x12\x35\n\x06header\x18\x01 \x01(\x0b\x32#.etl_gate.control.v1.SnapshotHeaderH\x00\x12/\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1e.etl_gate.control.v1.RuleChunkH\x00\x12\x0e\n\x04json\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\"\xc5\x01\n\x11\x41pplyDeltaRequest\x12\x14\n\x0c\x62\x61se_version\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12*\n\x07upserts\x18\x03 \x03(\x0b\x32\x19.etl_gate.control.v1.Rule\x12-\n\x07\x64\x65letes\x18\x04 \x03(\x0b\x32\x1c.etl_gate.control.v1.RuleKey\x12.\n\x04\x61pps\x18\x05 \x03(\x0b\x32 .etl_gate.control.v1.AppSettings\"2\n\tWorkerAck\x12\x0e\n\x06worker\x18\x01 \x01(\r\x12\x15\n\rrules_version\x18\x02 \x01(\x04\"\x85\x01\n\x0cPushResponse\x12-\n\x05rules\x18\x01 \x01(\x0b\x32\x1e.etl_gate.control.v1.RulesInfo\x12/\n\x07workers\x18\x02 \x03(\x0b\x32\x1e.etl_gate.control.v1.WorkerAck\x12\x15\n\rapply_seconds\x18\x03 \x01(\x01\"\x11\n\x0fGetRulesRequest\"\x83\x01\n\tRulesInfo\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x12\n\nrule_count\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12.\n\napplied_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tapp_count\x18\x05 \x01(\r\"\x12\n\x10GetStatusRequest\".\n\x12WatchStatusRequest\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\"\xc6\x01\n\x0cWorkerStatus\x12\x0e\n\x06worker\x18\x01 \x01(\r\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .etl_gate.control.v1.WorkerState\x12\x15\n\rrules_version\x18\x04 \x01(\x04\x12\x11\n\tinput_lag\x18\x05 \x01(\x03\x12\x19\n\x11\x65vents_per_second\x18\x06 \x01(\x01\x12\x11\n\tevents_in\x18\x07 \x01(\x04\x12\x10\n\x08restarts\x18\x08 \x01(\r\"\x8e\x01\n\x06Status\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0f\n\x07serving\x18\x02 \x01(\x08\x12-\n\x05rules\x18\x03 \x01(\x0b\x32\x1e.etl_gate.control.v1.RulesInfo\x12\x32\n\x07workers\x18\x04 \x03(\x0b\x32!.etl_gate.control.v1.WorkerStatus\"\x84\x01\n\x11\x45ventStatsRequest\x12\x0b\n\x03top\x18\x01 \x01(\r\x12+\n\x02\x62y\x18\x02 \x01(\x0e\x32\x1f.etl_gate.control.v1.StatsOrder\x12\x0b\n\x03\x61pp\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x04 \x01(\t\x12\x16\n\x0ewindow_minutes\x18\x05 \x01(\r\"\x86\x01\n\tEventStat\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x10\n\x08priority\x18\x06 \x01(\t\x12\x0c\n\x04\x63ost\x18\x07 \x01(\x01\x12\r\n\x05\x65rror\x18\x08 \x01(\x04\"s\n\x07\x41ppStat\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x14\n\x0cunregistered\x18\x04 \x01(\x04\x12\x0f\n\x07\x62locked\x18\x05 \x01(\x04\x12\x15\n\ruseless_ratio\x18\x06 \x01(\x01\"G\n\x0cSurgingEvent\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x1b\n\x13\x62\x61seline_per_second\x18\x03 \x01(\x01\"\xcc\x01\n\x12\x45ventStatsResponse\x12,\n\x04rows\x18\x01 \x03(\x0b\x32\x1e.etl_gate.control.v1.EventStat\x12*\n\x04\x61pps\x18\x02 \x03(\x0b\x32\x1c.etl_gate.control.v1.AppStat\x12\x13\n\x0b\x61pproximate\x18\x03 \x01(\x08\x12\x32\n\x07surging\x18\x04 \x03(\x0b\x32!.etl_gate.control.v1.SurgingEvent\x12\x13\n\x0btotal_count\x18\x05 \x01(\x04*<\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x06\n\x02P0\x10\x01\x12\x06\n\x02P1\x10\x02\x12\x06\n\x02P2\x10\x03*@\n\tRuleState\x12\x1a\n\x16RULE_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\x0b\n\x07OFFLINE\x10\x02*=\n\x07\x41ppMode\x12\x18\n\x14\x41PP_MODE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x45NFORCE\x10\x01\x12\x0b\n\x07MONITOR\x10\x02*k\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x0b\n\x07WAITING\x10\x02\x12\x0b\n\x07RUNNING\x10\x03\x12\x0c\n\x08STOPPING\x10\x04\x12\x08\n\x04\x44\x45\x41\x44\x10\x05*?\n\nStatsOrder\x12\x1b\n\x17STATS_ORDER_UNSPECIFIED\x10\x00\x12\t\n\x05\x43OUNT\x10\x01\x12\t\n\x05\x42YTES\x10\x02\x32\xfe\x04\n\x07\x43ontrol\x12]\n\x0cPushSnapshot\x12(.etl_gate.control.v1.PushSnapshotRequest\x1a!.etl_gate.control.v1.PushResponse(\x01\x12W\n\nApplyDelta\x12&.etl_gate.control.v1.ApplyDeltaRequest\x1a!.etl_gate.control.v1.PushResponse\x12P\n\x08GetRules\x12$.etl_gate.control.v1.GetRulesRequest\x1a\x1e.etl_gate.control.v1.RulesInfo\x12_\n\x0b\x45xportRules\x12$.etl_gate.control.v1.GetRulesRequest\x1a(.etl_gate.control.v1.PushSnapshotRequest0\x01\x12O\n\tGetStatus\x12%.etl_gate.control.v1.GetStatusRequest\x1a\x1b.etl_gate.control.v1.Status\x12U\n\x0bWatchStatus\x12\'.etl_gate.control.v1.WatchStatusRequest\x1a\x1b.etl_gate.control.v1.Status0\x01\x12`\n\rGetEventStats\x12&.etl_gate.control.v1.EventStatsRequest\x1a\'.etl_gate.control.v1.EventStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$etl_gate/pb/control/v1/control.proto\x12\x13\x65tl_gate.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x01\n\x04Rule\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12/\n\x08priority\x18\x03 \x01(\x0e\x32\x1d.etl_gate.control.v1.Priority\x12\x18\n\x0bsample_rate\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12-\n\x05state\x18\x05 \x01(\x0e\x32\x1e.etl_gate.control.v1.RuleState\x12\x17\n\nsample_key\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08max_rate\x18\x07 \x01(\x01H\x02\x88\x01\x01\x42\x0e\n\x0c_sample_rateB\r\n\x0b_sample_keyB\x0b\n\t_max_rate\"%\n\x07RuleKey\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\"\x7f\n\x0b\x41ppSettings\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12*\n\x04mode\x18\x02 \x01(\x0e\x32\x1c.etl_gate.control.v1.AppMode\x12\x37\n\x10\x64\x65\x66\x61ult_priority\x18\x03 \x01(\x0e\x32\x1d.etl_gate.control.v1.Priority\"e\n\x0eSnapshotHeader\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12.\n\x04\x61pps\x18\x02 \x03(\x0b\x32 .etl_gate.control.v1.AppSettings\x12\x12\n\nrule_count\x18\x03 \x01(\x04\"v\n\tRuleChunk\x12(\n\x05rules\x18\x01 \x03(\x0b\x32\x19.etl_gate.control.v1.Rule\x12.\n\x05plain\x18\x02 \x03(\x0b\x32\x1f.etl_gate.control.v1.PlainRules\x12\x0f\n\x07\x65ntries\x18\x03 \x03(\x04\"=\n\nPlainRules\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x03(\t\x12\x12\n\npriorities\x18\x03 \x01(\x0c\"\xc0\x01\n\x13PushSnapshotRequest\x12\x35\n\x06header\x18\x01 \x01(\x0b\x32#.etl_gate.control.v1.SnapshotHeaderH\x00\x12/\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1e.etl_gate.control.v1.RuleChunkH\x00\x12\x0e\n\x04json\x18\x03 \x01(\x0cH\x00\x12\x13\n\tjson_head\x18\x04 \x01(\x0cH\x00\x12\x14\n\njson_rules\x18\x05 \x01(\x0cH\x00\x42\x06\n\x04part\"\xc5\x01\n\x11\x41pplyDeltaRequest\x12\x14\n\x0c\x62\x61se_version\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12*\n\x07upserts\x18\x03 \x03(\x0b\x32\x19.etl_gate.control.v1.Rule\x12-\n\x07\x64\x65letes\x18\x04 \x03(\x0b\x32\x1c.etl_gate.control.v1.RuleKey\x12.\n\x04\x61pps\x18\x05 \x03(\x0b\x32 .etl_gate.control.v1.AppSettings\"2\n\tWorkerAck\x12\x0e\n\x06worker\x18\x01 \x01(\r\x12\x15\n\rrules_version\x18\x02 \x01(\x04\"\x85\x01\n\x0cPushResponse\x12-\n\x05rules\x18\x01 \x01(\x0b\x32\x1e.etl_gate.control.v1.RulesInfo\x12/\n\x07workers\x18\x02 \x03(\x0b\x32\x1e.etl_gate.control.v1.WorkerAck\x12\x15\n\rapply_seconds\x18\x03 \x01(\x01\"\x11\n\x0fGetRulesRequest\"\x83\x01\n\tRulesInfo\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x12\n\nrule_count\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12.\n\napplied_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tapp_count\x18\x05 \x01(\r\"\x12\n\x10GetStatusRequest\".\n\x12WatchStatusRequest\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\"\xc6\x01\n\x0cWorkerStatus\x12\x0e\n\x06worker\x18\x01 \x01(\r\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .etl_gate.control.v1.WorkerState\x12\x15\n\rrules_version\x18\x04 \x01(\x04\x12\x11\n\tinput_lag\x18\x05 \x01(\x03\x12\x19\n\x11\x65vents_per_second\x18\x06 \x01(\x01\x12\x11\n\tevents_in\x18\x07 \x01(\x04\x12\x10\n\x08restarts\x18\x08 \x01(\r\"\x8e\x01\n\x06Status\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0f\n\x07serving\x18\x02 \x01(\x08\x12-\n\x05rules\x18\x03 \x01(\x0b\x32\x1e.etl_gate.control.v1.RulesInfo\x12\x32\n\x07workers\x18\x04 \x03(\x0b\x32!.etl_gate.control.v1.WorkerStatus\"\x84\x01\n\x11\x45ventStatsRequest\x12\x0b\n\x03top\x18\x01 \x01(\r\x12+\n\x02\x62y\x18\x02 \x01(\x0e\x32\x1f.etl_gate.control.v1.StatsOrder\x12\x0b\n\x03\x61pp\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x04 \x01(\t\x12\x16\n\x0ewindow_minutes\x18\x05 \x01(\r\"\x86\x01\n\tEventStat\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x10\n\x08priority\x18\x06 \x01(\t\x12\x0c\n\x04\x63ost\x18\x07 \x01(\x01\x12\r\n\x05\x65rror\x18\x08 \x01(\x04\"s\n\x07\x41ppStat\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x14\n\x0cunregistered\x18\x04 \x01(\x04\x12\x0f\n\x07\x62locked\x18\x05 \x01(\x04\x12\x15\n\ruseless_ratio\x18\x06 \x01(\x01\"G\n\x0cSurgingEvent\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x1b\n\x13\x62\x61seline_per_second\x18\x03 \x01(\x01\"\xcc\x01\n\x12\x45ventStatsResponse\x12,\n\x04rows\x18\x01 \x03(\x0b\x32\x1e.etl_gate.control.v1.EventStat\x12*\n\x04\x61pps\x18\x02 \x03(\x0b\x32\x1c.etl_gate.control.v1.AppStat\x12\x13\n\x0b\x61pproximate\x18\x03 \x01(\x08\x12\x32\n\x07surging\x18\x04 \x03(\x0b\x32!.etl_gate.control.v1.SurgingEvent\x12\x13\n\x0btotal_count\x18\x05 \x01(\x04*<\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x06\n\x02P0\x10\x01\x12\x06\n\x02P1\x10\x02\x12\x06\n\x02P2\x10\x03*@\n\tRuleState\x12\x1a\n\x16RULE_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\x0b\n\x07OFFLINE\x10\x02*=\n\x07\x41ppMode\x12\x18\n\x14\x41PP_MODE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x45NFORCE\x10\x01\x12\x0b\n\x07MONITOR\x10\x02*k\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x0b\n\x07WAITING\x10\x02\x12\x0b\n\x07RUNNING\x10\x03\x12\x0c\n\x08STOPPING\x10\x04\x12\x08\n\x04\x44\x45\x41\x44\x10\x05*?\n\nStatsOrder\x12\x1b\n\x17STATS_ORDER_UNSPECIFIED\x10\x00\x12\t\n\x05\x43OUNT\x10\x01\x12\t\n\x05\x42YTES\x10\x02\x32\xfe\x04\n\x07\x43ontrol\x12]\n\x0cPushSnapshot\x12(.etl_gate.control.v1.PushSnapshotRequest\x1a!.etl_gate.control.v1.PushResponse(\x01\x12W\n\nApplyDelta\x12&.etl_gate.control.v1.ApplyDeltaRequest\x1a!.etl_gate.control.v1.PushResponse\x12P\n\x08GetRules\x12$.etl_gate.control.v1.GetRulesRequest\x1a\x1e.etl_gate.control.v1.RulesInfo\x12_\n\x0b\x45xportRules\x12$.etl_gate.control.v1.GetRulesRequest\x1a(.etl_gate.control.v1.PushSnapshotRequest0\x01\x12O\n\tGetStatus\x12%.etl_gate.control.v1.GetStatusRequest\x1a\x1b.etl_gate.control.v1.Status\x12U\n\x0bWatchStatus\x12\'.etl_gate.control.v1.WatchStatusRequest\x1a\x1b.etl_gate.control.v1.Status0\x01\x12`\n\rGetEventStats\x12&.etl_gate.control.v1.EventStatsRequest\x1a\'.etl_gate.control.v1.EventStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'etl_gate.pb.control.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIORITY']._serialized_start=2575
-  _globals['_PRIORITY']._serialized_end=2635
-  _globals['_RULESTATE']._serialized_start=2637
-  _globals['_RULESTATE']._serialized_end=2701
-  _globals['_APPMODE']._serialized_start=2703
-  _globals['_APPMODE']._serialized_end=2764
-  _globals['_WORKERSTATE']._serialized_start=2766
-  _globals['_WORKERSTATE']._serialized_end=2873
-  _globals['_STATSORDER']._serialized_start=2875
-  _globals['_STATSORDER']._serialized_end=2938
+  _globals['_PRIORITY']._serialized_start=2618
+  _globals['_PRIORITY']._serialized_end=2678
+  _globals['_RULESTATE']._serialized_start=2680
+  _globals['_RULESTATE']._serialized_end=2744
+  _globals['_APPMODE']._serialized_start=2746
+  _globals['_APPMODE']._serialized_end=2807
+  _globals['_WORKERSTATE']._serialized_start=2809
+  _globals['_WORKERSTATE']._serialized_end=2916
+  _globals['_STATSORDER']._serialized_start=2918
+  _globals['_STATSORDER']._serialized_end=2981
   _globals['_RULE']._serialized_start=95
   _globals['_RULE']._serialized_end=343
   _globals['_RULEKEY']._serialized_start=345
@@ -55,35 +55,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLAINRULES']._serialized_start=736
   _globals['_PLAINRULES']._serialized_end=797
   _globals['_PUSHSNAPSHOTREQUEST']._serialized_start=800
-  _globals['_PUSHSNAPSHOTREQUEST']._serialized_end=949
-  _globals['_APPLYDELTAREQUEST']._serialized_start=952
-  _globals['_APPLYDELTAREQUEST']._serialized_end=1149
-  _globals['_WORKERACK']._serialized_start=1151
-  _globals['_WORKERACK']._serialized_end=1201
-  _globals['_PUSHRESPONSE']._serialized_start=1204
-  _globals['_PUSHRESPONSE']._serialized_end=1337
-  _globals['_GETRULESREQUEST']._serialized_start=1339
-  _globals['_GETRULESREQUEST']._serialized_end=1356
-  _globals['_RULESINFO']._serialized_start=1359
-  _globals['_RULESINFO']._serialized_end=1490
-  _globals['_GETSTATUSREQUEST']._serialized_start=1492
-  _globals['_GETSTATUSREQUEST']._serialized_end=1510
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=1512
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=1558
-  _globals['_WORKERSTATUS']._serialized_start=1561
-  _globals['_WORKERSTATUS']._serialized_end=1759
-  _globals['_STATUS']._serialized_start=1762
-  _globals['_STATUS']._serialized_end=1904
-  _globals['_EVENTSTATSREQUEST']._serialized_start=1907
-  _globals['_EVENTSTATSREQUEST']._serialized_end=2039
-  _globals['_EVENTSTAT']._serialized_start=2042
-  _globals['_EVENTSTAT']._serialized_end=2176
-  _globals['_APPSTAT']._serialized_start=2178
-  _globals['_APPSTAT']._serialized_end=2293
-  _globals['_SURGINGEVENT']._serialized_start=2295
-  _globals['_SURGINGEVENT']._serialized_end=2366
-  _globals['_EVENTSTATSRESPONSE']._serialized_start=2369
-  _globals['_EVENTSTATSRESPONSE']._serialized_end=2573
-  _globals['_CONTROL']._serialized_start=2941
-  _globals['_CONTROL']._serialized_end=3579
+  _globals['_PUSHSNAPSHOTREQUEST']._serialized_end=992
+  _globals['_APPLYDELTAREQUEST']._serialized_start=995
+  _globals['_APPLYDELTAREQUEST']._serialized_end=1192
+  _globals['_WORKERACK']._serialized_start=1194
+  _globals['_WORKERACK']._serialized_end=1244
+  _globals['_PUSHRESPONSE']._serialized_start=1247
+  _globals['_PUSHRESPONSE']._serialized_end=1380
+  _globals['_GETRULESREQUEST']._serialized_start=1382
+  _globals['_GETRULESREQUEST']._serialized_end=1399
+  _globals['_RULESINFO']._serialized_start=1402
+  _globals['_RULESINFO']._serialized_end=1533
+  _globals['_GETSTATUSREQUEST']._serialized_start=1535
+  _globals['_GETSTATUSREQUEST']._serialized_end=1553
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=1555
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=1601
+  _globals['_WORKERSTATUS']._serialized_start=1604
+  _globals['_WORKERSTATUS']._serialized_end=1802
+  _globals['_STATUS']._serialized_start=1805
+  _globals['_STATUS']._serialized_end=1947
+  _globals['_EVENTSTATSREQUEST']._serialized_start=1950
+  _globals['_EVENTSTATSREQUEST']._serialized_end=2082
+  _globals['_EVENTSTAT']._serialized_start=2085
+  _globals['_EVENTSTAT']._serialized_end=2219
+  _globals['_APPSTAT']._serialized_start=2221
+  _globals['_APPSTAT']._serialized_end=2336
+  _globals['_SURGINGEVENT']._serialized_start=2338
+  _globals['_SURGINGEVENT']._serialized_end=2409
+  _globals['_EVENTSTATSRESPONSE']._serialized_start=2412
+  _globals['_EVENTSTATSRESPONSE']._serialized_end=2616
+  _globals['_CONTROL']._serialized_start=2984
+  _globals['_CONTROL']._serialized_end=3622
 # @@protoc_insertion_point(module_scope)

@@ -130,14 +130,18 @@ class PlainRules(_message.Message):
     def __init__(self, app: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ..., priorities: _Optional[bytes] = ...) -> None: ...
 
 class PushSnapshotRequest(_message.Message):
-    __slots__ = ("header", "chunk", "json")
+    __slots__ = ("header", "chunk", "json", "json_head", "json_rules")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     JSON_FIELD_NUMBER: _ClassVar[int]
+    JSON_HEAD_FIELD_NUMBER: _ClassVar[int]
+    JSON_RULES_FIELD_NUMBER: _ClassVar[int]
     header: SnapshotHeader
     chunk: RuleChunk
     json: bytes
-    def __init__(self, header: _Optional[_Union[SnapshotHeader, _Mapping]] = ..., chunk: _Optional[_Union[RuleChunk, _Mapping]] = ..., json: _Optional[bytes] = ...) -> None: ...
+    json_head: bytes
+    json_rules: bytes
+    def __init__(self, header: _Optional[_Union[SnapshotHeader, _Mapping]] = ..., chunk: _Optional[_Union[RuleChunk, _Mapping]] = ..., json: _Optional[bytes] = ..., json_head: _Optional[bytes] = ..., json_rules: _Optional[bytes] = ...) -> None: ...
 
 class ApplyDeltaRequest(_message.Message):
     __slots__ = ("base_version", "version", "upserts", "deletes", "apps")
