@@ -27,9 +27,8 @@ fuzzed mutations.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import math
+import re
 from collections.abc import Callable
 from typing import Literal
 
@@ -146,6 +145,8 @@ _HEAD = msgspec.json.Decoder(_Head)
 _RULES = msgspec.json.Decoder(list[_Rule])
 _MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])
+_VALUE = msgspec.json.Decoder(msgspec.Raw)
+_EMPTY_ARRAY = re.compile(rb"\[[ \t\r\n]*\]\Z")
 
 
 def split_document(data: bytes, part_bytes: int) -> tuple[bytes, list[bytes]] | None:
@@ -159,18 +160,53 @@ def split_document(data: bytes, part_bytes: int) -> tuple[bytes, list[bytes]] | 
         return None
     try:
         members = _MEMBERS.decode(data)
-        rules = _ELEMENTS.decode(members.pop("rules", b"[]"))
     except DECODE_ERRORS:
         return None
+    rules = bytes(members.pop("rules", b"[]"))
+    if not rules.startswith(b"["):
+        return None
     head = b"{" + b",".join(orjson.dumps(k) + b":" + bytes(v) for k, v in members.items()) + b"}"
-    ends = list(itertools.accumulate(map(len, rules)))  # cut by size, not count: rules vary
+    parts = _rule_arrays(rules, part_bytes)
+    return None if parts is None else (head, parts)
+
+
+def _rule_arrays(array: bytes, part_bytes: int) -> list[bytes] | None:
+    """A JSON array (valid JSON, without whitespace around it) cut into
+    arrays of about ``part_bytes``. A cut goes after a ``}`` followed by a
+    comma, and only where the elements before it, between brackets, are
+    valid JSON (checked by msgspec's skipping parser, which makes no
+    objects): that holds only at a boundary between elements, since a ``}``
+    inside a string or a nested value leaves a string or a bracket open. None
+    after too many failed tries for one cut (``},`` inside many strings):
+    then the document is sent whole."""
+    view = memoryview(array)
     parts: list[bytes] = []
-    start, done = 0, 0
-    while start < len(rules):
-        stop = max(bisect.bisect_right(ends, done + part_bytes, lo=start), start + 1)
-        parts.append(b"[" + b",".join(rules[start:stop]) + b"]")
-        start, done = stop, ends[stop - 1]
-    return head, parts
+    start, end = 1, len(array) - 1  # between the brackets
+    if _EMPTY_ARRAY.match(array):
+        return parts
+    while True:
+        probe, cut, misses = start + part_bytes, end, 0
+        while probe < end:
+            i = array.find(b"},", probe, end)
+            if i < 0:
+                break
+            part = b"".join((b"[", view[start:i + 1], b"]"))
+            try:
+                _VALUE.decode(part)
+            except DECODE_ERRORS:
+                misses += 1
+                if misses > 16:
+                    return None
+                probe = i + 2
+                continue
+            parts.append(part)
+            cut = i + 1
+            break
+        if cut == end:
+            parts.append(b"".join((b"[", view[start:end], b"]")))
+            break
+        start = cut + 1  # past the comma
+    return parts
 
 
 class SnapshotParts:

@@ -61,8 +61,8 @@ def test_the_probe_can_see_an_io_import() -> None:
     assert "logging" in offenders(imported_by("etl_gate.rules_source"))
 
 
-ALLOWED_IMPORTS = {"__future__", "bisect", "collections", "dataclasses", "decimal", "functools",
-                   "itertools", "math", "operator", "re", "typing", "mmh3", "orjson", "msgspec"}
+ALLOWED_IMPORTS = {"__future__", "collections", "dataclasses", "decimal", "functools", "math",
+                   "operator", "re", "typing", "mmh3", "orjson", "msgspec"}
 
 
 def test_core_source_imports_only_allowed_modules() -> None:

@@ -144,6 +144,21 @@ def test_a_split_document_is_decoded_part_by_part_on_the_fast_path() -> None:
         received.snapshot()
 
 
+def test_split_cuts_only_between_rules() -> None:
+    tricky = [{"app": "a", "event": "},{"}, {"app": "a", "event": 'x"},{"app":"b"'},
+              {"app": "a", "event": "n", "priority": {"p": [{"q": 1}, {"r": 2}]}}] * 40
+    data = orjson.dumps({"version": 1, "rules": tricky})
+    for part_bytes in (1, 30, 100, 1000):
+        split = split_document(data, part_bytes)
+        assert split is not None
+        parts = split[1]
+        assert [r for p in parts for r in orjson.loads(p)] == tricky
+        assert part_bytes > 1 or len(parts) == len(tricky)  # a part per rule
+    # Strings full of "}," make too many false cuts: the document goes whole.
+    many = orjson.dumps({"version": 1, "rules": [{"app": "a", "event": "},{" * 100}] * 3})
+    assert split_document(many, 1) is None
+
+
 def test_what_is_not_a_head_or_a_rules_array_is_refused_by_name() -> None:
     for head, fragment in ((b"[]", "json_head is not a JSON object"),
                            (b'{"version": 1', "json_head is not a JSON object"),
@@ -238,6 +253,17 @@ CASES = [
     b'{"version": 1, "apps": {"a": null}}',
     b'{"version": 1, "apps": []}',
     b'{"version": 1, "apps": {"": {}}}',
+    # Where split_document must not cut: "}," inside strings and nested values.
+    b'{"version": 1, "rules": [{"app": "a", "event": "},{"}, {"app": "a", "event": "x\\"},{\\"}"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "priority": {"x": [{"y": 1}, {"z": 2}]}}, '
+    b'{"app": "b", "event": "f"}]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e", "x": {"y": {}}}, {"app": "a", "event": "f"}]}',
+    b'{\n "rules" : [\n  {"app": "a", "event": "e"} ,\n  {"app": "a", "event": "f"},\n'
+    b'  {"app": "a", "event": "g"}\n ] ,\n "version": 1\n}',
+    b'{"version": 1, "rules": [ ]}',
+    b'{"version": 1, "rules": [1, {"app": "a", "event": "e"}, 2]}',
+    b'{"version": 1, "rules": [{"app": "a", "event": "e"},{"app": "a", "event": "f"}], "rules": []}',
+    b'{"rules": [{"app": "a", "event": "e"}], "version": 1, "rules": [{"app": "a", "event": "f"}]}',
 ]
 
 
