@@ -106,6 +106,7 @@ group_id = "{group}"
 input_topic = "{input_topic or self.input_topic}"
 consumer = {_inline_table(self.args.consumer_opt)}
 producer = {_inline_table(self.args.producer_opt)}
+{_assignments(getattr(self.args, "gate_kafka_opt", []))}
 [topics]
 p0 = "{out_prefix}.p0"
 p1 = "{out_prefix}.p1"
@@ -122,6 +123,12 @@ stats_enabled = {"true" if stats else "false"}
 headers = {"true" if tag_headers else "false"}
 """)
         return load_config(path)
+
+
+def _assignments(options: list[tuple[str, Any]]) -> str:
+    """KEY=VALUE options as TOML lines (the gate's own [kafka] settings)."""
+    return "\n".join(f"{k} = {v if isinstance(v, int | float) else orjson.dumps(v).decode()}"
+                     for k, v in options)
 
 
 def _inline_table(options: list[tuple[str, Any]]) -> str:

@@ -292,6 +292,7 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
         f"{'on' if cfg.tag.headers else 'off'}, control plane on)"
         + "".join(f"; {role} `{key}={v}` (passthrough, gate, quix)" for role, opts in
                   (("consumer", a.consumer_opt), ("producer", a.producer_opt)) for key, v in opts)
+        + "".join(f"; gate `kafka.{key} = {v}`" for key, v in a.gate_kafka_opt)
         + "; passthrough: same client settings, flush + commit every commit interval and when "
         f"idle; {a.warmup} untimed passthrough warm-up run(s), then {a.repeat} interleaved "
         f"repeats; wall time {time.perf_counter() - started:.0f}s in all",
@@ -357,6 +358,8 @@ def parse_args() -> argparse.Namespace:
                    help="extra librdkafka consumer setting (kafka.consumer) for passthrough, gate, quix")
     p.add_argument("--producer-opt", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="extra librdkafka producer setting (kafka.producer) for passthrough, gate, quix")
+    p.add_argument("--gate-kafka-opt", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="a gate [kafka] setting (e.g. commit_interval_ms=5000) for the gate modes")
     p.add_argument("--bootstrap", help="use this broker instead of starting one")
     p.add_argument("--only", choices=MODES, help="run one mode only")
     p.add_argument("--modes", type=_modes, default=list(DEFAULT_MODES),

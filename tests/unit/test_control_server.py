@@ -260,6 +260,41 @@ def test_a_json_push_in_pieces_applies_what_the_core_parses(gate: Gate) -> None:
         assert before is not None and before.version == 43 and before.tables == after.tables
 
 
+def test_a_json_push_in_rule_parts_applies_what_the_core_parses(gate: Gate) -> None:
+    data = orjson.dumps(SPEC)
+    requests = list(serde.json_document_to_requests(data, part_bytes=50))
+    assert [r.WhichOneof("part") for r in requests] == ["json_head", *["json_rules"] * (len(requests) - 1)]
+    assert len(requests) > 2  # the rules travel in several parts
+    with gate.client() as c:
+        result = c.push(requests)
+        assert result.rules.version == 42 and result.rules.rule_count == 4
+        assert gate.authority.current == parse_snapshot(SPEC)
+        # A part that is not an array of rules, or a piece of the whole
+        # document after a head, is refused by its message number.
+        for bad, fragment in (
+                ([serde.PushSnapshotRequest(json_head=b'{"version": 43}'),
+                  serde.PushSnapshotRequest(json_rules=b'[{"app": "a", "event": "e"}'),
+                  ], "message 2 is not a JSON array of rules"),
+                ([serde.PushSnapshotRequest(json_head=b'{"version": 43}'),
+                  serde.PushSnapshotRequest(json=b"[]")], "message 2: expected json_rules, got json"),
+                ([serde.PushSnapshotRequest(json_head=b'{"version": 43, "rules": []}')],
+                 "json_head holds 'rules'")):
+            with pytest.raises(CallError) as info:
+                c.push(bad)
+            assert info.value.code == "INVALID_ARGUMENT" and fragment in info.value.details
+        # A bad rule in a later part is named by its place in the whole list.
+        bad_doc = {**SPEC, "version": 43, "rules": [*SPEC["rules"], {"app": "9", "event": "z", "state": "x"}]}
+        with pytest.raises(CallError) as info:
+            c.push(serde.json_document_to_requests(orjson.dumps(bad_doc), part_bytes=50))
+        assert "rules[4] (app '9', event 'z')" in info.value.details
+        # What cannot be split ("rules" not an array) travels whole: the core's verdict.
+        assert next(iter(serde.json_document_to_requests(b'{"version": 43, "rules": {}}'))).json
+        with pytest.raises(CallError) as info:
+            c.push_json_bytes(b'{"version": 43, "rules": {}}')
+        assert "rules" in info.value.details
+    assert gate.authority.current == parse_snapshot(SPEC) and gate.authority.pushes == 1
+
+
 def test_a_bad_json_push_is_refused_whole_naming_the_entry(gate: Gate) -> None:
     with gate.client() as c:
         c.push_json_bytes(orjson.dumps(SPEC))
