@@ -339,7 +339,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         # Split at rule boundaries once, for every target (the gates parse
         # while they receive). A document that cannot be split is sent
         # whole, if it is JSON at all.
-        split = split_document(data, serde.JSON_PIECE_BYTES)
+        split = None if args.whole else split_document(data, serde.JSON_PIECE_BYTES)
         if split is None:
             _check_json_syntax(data, args.file)
             outcomes = fan_out(targets(args.target), options,
@@ -514,6 +514,9 @@ def add_ctl_parser(subparsers: Any) -> argparse.ArgumentParser:
     push.add_argument("--rows", action="store_true",
                       help="convert the rules here and send them as rows and columns (for gates "
                            "that predate JSON pushes); the default sends the file for the gate to parse")
+    push.add_argument("--whole", action="store_true",
+                      help="send the file whole, not split at rule boundaries (for gates that "
+                           "predate split pushes, 2026-12)")
     push.add_argument("--chunk-rules", type=_positive_int, default=20_000,
                       help="with --rows: rules per streamed chunk")
     push.set_defaults(func=cmd_push)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -653,7 +654,8 @@ def test_ctl_with_tokens_and_bad_input(token_gate: Gate, tmp_path: Path,
 
 
 def test_ctl_push_sends_the_file_for_the_gate_to_judge_unless_rows(
-        gate: Gate, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        gate: Gate, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
     bad = tmp_path / "bad.json"
     bad.write_bytes(orjson.dumps({"version": 1, "rules": [{"app": "a", "event": "x", "priority": "P7"}]}))
     t = ("--target", gate.target)
@@ -667,6 +669,19 @@ def test_ctl_push_sends_the_file_for_the_gate_to_judge_unless_rows(
     good.write_bytes(orjson.dumps(SPEC))
     assert ctl(capsys, "push", str(good), "--rows", "--chunk-rules", "2", *t)[0] == 0
     assert gate.authority.current == parse_snapshot(SPEC)
+    # Split at rule boundaries by default; whole with --whole (for gates
+    # before split pushes): the same verdicts. The gate's log tells which.
+    caplog.set_level(logging.INFO, logger="etl_gate.control.serde")
+    for version, flags, received in ((43, (), "MiB in 1 parts received"),
+                                     (44, ("--whole",), "MiB parsed in")):
+        caplog.clear()
+        code, out = ctl(capsys, "push", str(bad), *flags, *t)
+        assert code == 1 and "unknown priority 'P7'" in out
+        good.write_bytes(orjson.dumps({**SPEC, "version": version}))
+        assert ctl(capsys, "push", str(good), *flags, *t)[0] == 0
+        assert gate.authority.current is not None and gate.authority.current.version == version
+        pushes = [r.getMessage() for r in caplog.records if "JSON document of" in r.getMessage()]
+        assert len(pushes) == 1 and received in pushes[0]  # the good one; the bad one was refused
 
 
 def test_ctl_mutual_tls(make_gate: Callable[..., Gate], pki: Pki, tmp_path: Path,
