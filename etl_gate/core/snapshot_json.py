@@ -144,7 +144,6 @@ class _Head(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 _HEAD = msgspec.json.Decoder(_Head)
 _RULES = msgspec.json.Decoder(list[_Rule])
 _MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])
 _VALUE = msgspec.json.Decoder(msgspec.Raw)
 _EMPTY_ARRAY = re.compile(rb"\[[ \t\r\n]*\]\Z")
 
@@ -257,9 +256,11 @@ class SnapshotParts:
         self._apps = None  # the fast path gives up: keep the parts, for the rebuilt document
         self._tables = {}
         try:
-            _ELEMENTS.decode(part)
+            _VALUE.decode(part)  # valid JSON, no object made per rule
         except DECODE_ERRORS as e:
             raise RulesError(f"push: {where} is not a JSON array of rules: {e}") from None
+        if not part.lstrip().startswith(b"["):
+            raise RulesError(f"push: {where} is not a JSON array of rules")
 
     @property
     def fast(self) -> bool:
