@@ -176,18 +176,20 @@ def _rule_arrays(array: bytes, part_bytes: int) -> list[bytes] | None:
     valid JSON (checked by msgspec's skipping parser, which makes no
     objects): that holds only at a boundary between elements, since a ``}``
     inside a string or a nested value leaves a string or a bracket open. None
-    after too many failed tries for one cut (``},`` inside many strings):
-    then the document is sent whole."""
+    after too many failed tries for one cut (``},`` inside many strings), or
+    when a part would be far larger than asked (no ``},`` to cut at, as in
+    ``} ,``: it might not fit in a message): then the document is sent whole."""
     view = memoryview(array)
     parts: list[bytes] = []
     start, end = 1, len(array) - 1  # between the brackets
     if _EMPTY_ARRAY.match(array):
         return parts
+    largest = max(32 * part_bytes, 1 << 20)
     while True:
         probe, cut, misses = start + part_bytes, end, 0
         while probe < end:
             i = array.find(b"},", probe, end)
-            if i < 0:
+            if i < 0 or i - start > largest:
                 break
             part = b"".join((b"[", view[start:i + 1], b"]"))
             try:
@@ -202,6 +204,8 @@ def _rule_arrays(array: bytes, part_bytes: int) -> list[bytes] | None:
             cut = i + 1
             break
         if cut == end:
+            if end - start > largest:
+                return None
             parts.append(b"".join((b"[", view[start:end], b"]")))
             break
         start = cut + 1  # past the comma

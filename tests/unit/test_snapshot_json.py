@@ -157,6 +157,11 @@ def test_split_cuts_only_between_rules() -> None:
     # Strings full of "}," make too many false cuts: the document goes whole.
     many = orjson.dumps({"version": 1, "rules": [{"app": "a", "event": "},{" * 100}] * 3})
     assert split_document(many, 1) is None
+    # No "}," to cut at, and more than a part may hold (32 x asked, at least 1 MiB): whole.
+    spaced = orjson.dumps({"version": 1, "rules": [{"app": "a", "event": f"e{i}"} for i in range(40_000)]})
+    spaced = spaced.replace(b"},{", b"} ,{")
+    assert len(spaced) > 1 << 20 and split_document(spaced, 1) is None
+    assert split_document(spaced[:1000].rsplit(b"} ,", 1)[0] + b"}]}", 1) is not None  # small: one part
 
 
 def test_what_is_not_a_head_or_a_rules_array_is_refused_by_name() -> None:
