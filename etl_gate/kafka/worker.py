@@ -46,6 +46,12 @@ class SurgeTable:
 
 _RETRY_BACKOFF_S = 0.5
 _POLL_INTERVAL_S = 0.02
+# When the input has been dry this long, what was consumed is committed at
+# once, without waiting for the commit interval: a drained backlog is
+# committed when it drains (not up to an interval later), and so is each
+# trickle at low rates. Once per dry spell, so a failing checkpoint (outputs
+# unacknowledged) is retried on the interval, as before.
+_DRY_COMMIT_S = 0.1
 
 
 class Worker:
@@ -129,6 +135,8 @@ class Worker:
         max_queued = self.cfg.kafka.max_inflight_batches * batch_size
         producer = self.producer
         last_poll = 0.0
+        dry_since: float | None = None  # since when consume() returns nothing
+        dry_committed = False
         while self.running:
             # A batch: batch_size messages, or what arrived within timeout.
             # The timeout is short (5 ms): it bounds the latency a batch adds
@@ -138,7 +146,15 @@ class Worker:
             msgs = consume(batch_size, timeout)
             if msgs:
                 self._route_batch(msgs)
+                dry_since, dry_committed = None, False
             now = time.monotonic()
+            if dry_since is None and not msgs:
+                dry_since = now
+            elif (dry_since is not None and not dry_committed and now - dry_since >= _DRY_COMMIT_S
+                  and self.checkpoints.dirty):
+                dry_committed = True
+                self._last_commit = now
+                self._checkpoint(asynchronous=True, timeout_s=30.0)
             if now - last_poll >= _POLL_INTERVAL_S:
                 # Serves delivery errors (the only reports) and client logs;
                 # every loop, it cost 7% of a worker.

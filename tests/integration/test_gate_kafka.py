@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from etl_gate.core import MALFORMED_REASONS, parse_snapshot
-from etl_gate.gen import GenSpec
+from etl_gate.gen import Generator, GenSpec
 
 from .helpers import GateEnv, Out, expected_by_replay, wait_until
 
@@ -280,3 +280,27 @@ def test_an_output_the_broker_refuses_for_good_goes_to_the_dlq(kafka_bootstrap: 
     assert h["priority"] == b"P0" and b"MSG_SIZE_TOO_LARGE" in h["error-detail"]
     for topic in (env.cfg.topics.p1, env.cfg.topics.p2):
         assert Counter(o.value for o in env.read([topic])) == Counter(expected[topic])
+
+
+def test_a_drained_input_is_committed_without_waiting_for_the_interval(kafka_bootstrap: str,
+                                                                        tmp_path: Path) -> None:
+    env = GateEnv(kafka_bootstrap, tmp_path, workers=1, partitions=2)
+    env.create_topics()
+    events = list(env.generate(GenSpec(count=3000, seed=11, id_prefix="d")).events())
+    config = env.write_config("dry")
+    # A commit interval of ten minutes: only the dry-input commit can commit in time.
+    config.write_text(config.read_text().replace("commit_interval_ms = 200",
+                                                 "commit_interval_ms = 600000"))
+    env.start(config=config)
+    try:
+        env.produce(events)
+        wait_until(env.all_committed, 60, "every input committed once the input ran dry")
+        # And again for a second burst, after the first was committed.
+        more = list(Generator(GenSpec(count=500, seed=12, id_prefix="e")).events())
+        env.produce(more)
+        wait_until(env.all_committed, 60, "the second burst committed once the input ran dry again")
+    finally:
+        env.stop_all()
+    got = _ids(env.read())
+    missing = _expected_ids(expected_by_replay(env, events + more, tmp_path)) - set(got)
+    assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:5]}"
