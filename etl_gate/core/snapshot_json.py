@@ -5,8 +5,10 @@ same RulesSnapshot, or the same RulesError. It exists for speed. A 500k-rule
 allow-list is 24 MB of JSON; as dicts (orjson) it takes 0.2 s to parse and
 0.3 s more to sort into per-app tables. Decoded by msgspec into Structs that
 name the rule fields, the parse takes half that and each rule is a few slot
-reads, so the gate can take a pushed document whole (``ctl push`` sends the
-file's bytes) and the client converts nothing.
+reads, so the gate can take a pushed document as it is and the client
+converts nothing. ``ctl push`` sends it split at rule boundaries
+(``split_document``), which the gate decodes part by part as the parts
+arrive (``SnapshotParts``): the same result as the whole document.
 
 The fast path accepts only what it can prove the core accepts, and gives up
 (returns None) on anything else, which then goes through orjson and
@@ -22,7 +24,7 @@ differ, the fast path gives up:
 - Duplicate (app, event) rules: detected by count, named by the core.
 
 tests/unit/test_snapshot_json.py compares both paths case by case and on
-fuzzed mutations.
+fuzzed mutations, whole and in parts.
 """
 
 from __future__ import annotations
