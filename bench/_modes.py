@@ -519,7 +519,7 @@ def run_latency(setup: Setup, mode: str, rate: float, live: list[Any]) -> latenc
         time.sleep(1.0)  # let the assignment settle (fetchers started)
         ctx = mp.get_context("spawn")
         ready, go = ctx.Event(), ctx.Event()
-        result = ctx.Array("d", 3, lock=False)
+        result = ctx.Array("d", 4, lock=False)
         spec = _common.gen_spec(args, args.latency_pool, start_ms=0, step_ms=1)
         offer = ctx.Process(target=latency.offer_main, name="latency-offer",
                             args=(producer_config(setup.cfg, "offer"), in_topic, rate,
@@ -532,10 +532,16 @@ def run_latency(setup: Setup, mode: str, rate: float, live: list[Any]) -> latenc
         def cpu() -> float:
             return sum(_common.proc_cpu_seconds(pid) or 0.0 for pid, _ in launch.pids())
 
-        cpu0, t0 = cpu(), time.perf_counter()
+        cpu0, t0, broker0 = cpu(), time.perf_counter(), setup.broker.cpu_seconds()
+        machine = _common.MachineCpu()
         go.set()
         offer.join(args.latency_seconds + 300)
         cpu1, window = cpu(), time.perf_counter() - t0
+        broker1 = setup.broker.cpu_seconds()
+        lat.machine_busy = machine.busy_and_steal()[0]
+        lat.offer_cores = result[3] / window
+        if broker0 is not None and broker1 is not None:
+            lat.broker_cores = (broker1 - broker0) / window
         live.remove(offer)
         if offer.exitcode != 0:
             lat.notes.append(f"offering process exited with {offer.exitcode}")

@@ -53,7 +53,7 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None
 def offer_main(pconf: dict[str, Any], topic: str, rate: float, seconds: float, spec: GenSpec,
                ready: Any, go: Any, result: Any) -> None:
     """Produce ``rate`` events/s for ``seconds`` to ``topic``; result = [sent, elapsed s,
-    longest lag behind schedule in s]."""
+    longest lag behind schedule in s, CPU s of this process while offering]."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pool: list[tuple[bytes, bytes, bytes]] = []
     for payload, key, _ts in Generator(spec).events():
@@ -73,6 +73,7 @@ def offer_main(pconf: dict[str, Any], topic: str, rate: float, seconds: float, s
     ready.set()
     go.wait()
     started = time.perf_counter()
+    cpu0 = time.process_time()  # every thread of the process: librdkafka's too
     worst = 0.0
     seq = 0
     step = max(1, int(rate / 2000))  # check the schedule every 0.5 ms of events
@@ -96,7 +97,7 @@ def offer_main(pconf: dict[str, Any], topic: str, rate: float, seconds: float, s
         poll(0)
     elapsed = time.perf_counter() - started
     producer.flush(60)
-    result[0], result[1], result[2] = seq, elapsed, worst
+    result[0], result[1], result[2], result[3] = seq, elapsed, worst, time.process_time() - cpu0
     if errors:
         print(f"latency offer: {len(errors)} delivery errors, first: {errors[0]}", file=sys.stderr)
 
@@ -159,6 +160,12 @@ class Latency:
     max: float = math.nan
     cpu_cores: float = math.nan  # CPU of the mode's processes over the offered window, in cores
     cpu_us_per_event: float = math.nan
+    # The rest of the machine over the same window: the offering process, the
+    # broker, and all CPUs together (busy share), so a tail can be read
+    # against how saturated the two CPUs were.
+    offer_cores: float = math.nan
+    broker_cores: float = math.nan
+    machine_busy: float = math.nan
     outputs: int = 0
     notes: list[str] = field(default_factory=list)
 

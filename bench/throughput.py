@@ -123,7 +123,7 @@ def _ratio_line(label: str, runs: list[Run], num: Run, den: Run, target: str = "
 
 LAT_HEADER = ["mode", "offered ev/s", "achieved ev/s", "offer lag max ms", "samples",
               "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU cores", "CPU µs/ev",
-              "half own max ev/s"]
+              "offer cores", "broker cores", "machine busy", "half own max ev/s"]
 
 
 def _eps(run: Run | None) -> float:
@@ -134,7 +134,8 @@ def lat_row(lat: latency.Latency, own_max: float) -> list[str]:
     return [lat.mode, _f(lat.rate, ",.0f"), _f(lat.achieved, ",.0f"),
             _f(lat.offer_lag_s * 1000, ".0f"), f"{lat.samples:,}", _f(lat.p50, ".0f"),
             _f(lat.p99, ".0f"), _f(lat.p999, ".0f"), _f(lat.max, ".0f"),
-            _f(lat.cpu_cores, ".2f"), _f(lat.cpu_us_per_event, ".1f"), _f(own_max / 2, ",.0f")]
+            _f(lat.cpu_cores, ".2f"), _f(lat.cpu_us_per_event, ".1f"), _f(lat.offer_cores, ".2f"),
+            _f(lat.broker_cores, ".2f"), _f(lat.machine_busy * 100, ".0f") + "%", _f(own_max / 2, ",.0f")]
 
 
 def _verdict(ok: bool | None) -> str:
