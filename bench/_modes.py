@@ -339,6 +339,10 @@ def start_quix(setup: Setup, name: str, live: list[Any], input_topic: str | None
             "state_dir": str(setup.workdir / f"{name}-state")}
     conf_path = setup.workdir / f"{name}.json"
     conf_path.write_bytes(orjson.dumps(conf, option=orjson.OPT_INDENT_2))
+    # Quix makes <state_dir>/<group> with mkdir(parents=True) unless it exists:
+    # two workers starting together race, and the loser exits (FileExistsError,
+    # seen at 2026-12-07 02:47). Made here first, it exists for both.
+    (Path(conf["state_dir"]) / group).mkdir(parents=True, exist_ok=True)
     procs, logs = [], []
     on_start()
     for i in range(args.workers):
