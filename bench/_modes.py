@@ -33,6 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from etl_gate.config import GateConfig
 from etl_gate.kafka.clients import consumer_config, producer_config
+from etl_gate.kafka.collector import tune_for_batches
 from etl_gate.kafka.topics import create_topics
 
 QUIX_APP = Path(__file__).resolve().parent / "quix_app.py"
@@ -81,6 +82,7 @@ class Passthrough:
 
     def run(self, stop: Any) -> None:
         k = self.cfg.kafka
+        tune_for_batches(k.batch_size)  # as the gate's workers do (etl_gate/kafka/collector.py)
         self.consumer.subscribe([k.input_topic], on_revoke=self._on_revoke)
         consume, produce, poll = self.consumer.consume, self.producer.produce, self.producer.poll
         out, offsets, counters = self.out_topic, self.offsets, self.counters

@@ -24,6 +24,7 @@ from ..core import MALFORMED, OUTCOMES, PRIORITIES, FieldTagger
 from ..core.surge import SurgeGuard
 from ..rules_source import RulesHolder
 from .clients import consumer_config, producer_config
+from .collector import tune_for_batches
 from .ledger import Checkpoints
 from .rules_feed import RulesFeed
 from .telemetry import PRIO, WorkerTelemetry, new_row
@@ -98,6 +99,7 @@ class Worker:
         self.counters[C_STATE] = int(state)
 
     def run(self) -> None:
+        tune_for_batches(self.cfg.kafka.batch_size)  # before the rules feed builds a decider
         self._set_state(WorkerState.STARTING)
         self.counters[C_LAG] = -1
         self.feed.start()
