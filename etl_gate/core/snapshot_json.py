@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import orjson
@@ -94,11 +94,8 @@ def parse_snapshot_json(data: bytes, in_force: NamesInForce | None = None) -> Ru
 
 
 def _fast(data: bytes, in_force: NamesInForce | None) -> RulesSnapshot | None:
-    if not _utf8(data):
-        return None
-    try:
-        doc = _DECODER.decode(data)
-    except DECODE_ERRORS:
+    doc = _decoded(_DECODER, data)
+    if doc is None:
         return None
     if not 0 <= doc.version <= MAX_VERSION:
         return None
@@ -124,6 +121,17 @@ def _utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _decoded(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
+    """``data`` decoded, or None where the fast path gives up: not valid
+    UTF-8 (see _utf8), or refused by the decoder."""
+    if not _utf8(data):
+        return None
+    try:
+        return decoder.decode(data)
+    except DECODE_ERRORS:
+        return None
 
 
 # --- the document split at rule boundaries -----------------------------------
@@ -157,11 +165,8 @@ def split_document(data: bytes, part_bytes: int) -> tuple[bytes, list[bytes]] | 
     document is not valid UTF-8 and JSON, or not an object whose "rules" (if
     any) is an array: send it whole, so that the gate's verdict quotes it as
     it is. Duplicate members keep the last, as orjson and msgspec do."""
-    if not _utf8(data):
-        return None
-    try:
-        members = _MEMBERS.decode(data)
-    except DECODE_ERRORS:
+    members = _decoded(_MEMBERS, data)
+    if members is None:
         return None
     rules = bytes(members.pop("rules", b"[]"))
     if not rules.startswith(b"["):
@@ -237,28 +242,19 @@ class SnapshotParts:
         self._count = 0
         self._version = 0
         self._apps: dict[str, AppSettings] | None = None
-        if _utf8(head):
-            try:
-                h = _HEAD.decode(head)
-            except DECODE_ERRORS:
-                return
-            if 0 <= h.version <= MAX_VERSION:
-                self._version = h.version
-                self._apps = _apps(h.apps)
+        h = _decoded(_HEAD, head)
+        if h is not None and 0 <= h.version <= MAX_VERSION:
+            self._version = h.version
+            self._apps = _apps(h.apps)
 
     def add(self, part: bytes, where: str = "json_rules") -> None:
         """Decode one JSON array of rules. RulesError if it is not an array."""
         self._parts.append(part)
         self.size += len(part)
-        if self._apps is not None and _utf8(part):
-            try:
-                rules = _RULES.decode(part)
-            except DECODE_ERRORS:
-                pass
-            else:
-                if _add(self._tables, rules, self._in_force, self._seen):
-                    self._count += len(rules)
-                    return
+        rules = None if self._apps is None else _decoded(_RULES, part)
+        if rules is not None and _add(self._tables, rules, self._in_force, self._seen):
+            self._count += len(rules)
+            return
         self._apps = None  # the fast path gives up: keep the parts, for the rebuilt document
         self._tables = {}
         try:

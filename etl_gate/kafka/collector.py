@@ -10,8 +10,8 @@ of the loop, bench/RESULTS.md 2026-12-07), straight into the latency tail.
 
 So: a young threshold above what one batch keeps alive, so a batch's
 messages die young and uncollected (reference counting frees them), and what
-the process holds before its loop starts (modules, config, clients) is
-frozen out of every collection. Nothing the loop makes needs the collector
+the process holds when its worker starts (modules, config) is frozen out of
+every collection. Nothing the loop makes needs the collector
 soon: batches, deciders and their tables are freed by reference counting (a
 test checks a decider is).
 """
@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import gc
 
-DEFAULT_YOUNG = 700  # CPython's default young-generation threshold
 TRACKED_PER_MESSAGE = 4  # a Message, its timestamp tuple, and slack
 
 
 def tune_for_batches(batch_size: int) -> None:
     """Call once, before the loop starts and before any rules are built."""
     young, middle, old = gc.get_threshold()
-    gc.set_threshold(max(DEFAULT_YOUNG, young, TRACKED_PER_MESSAGE * batch_size), middle, old)
+    gc.set_threshold(max(young, TRACKED_PER_MESSAGE * batch_size), middle, old)
     gc.freeze()
