@@ -113,6 +113,11 @@ class EventReader:
         return self.struct(*[obj.get(s, MISSING) for s in self.segments])
 
 
+def struct_attribute(path: str) -> str | None:
+    """The Struct attribute holding a top-level ``path``; None for a nested one."""
+    return None if "." in path else _field_name(path)
+
+
 def reader_getter(path: str) -> Getter:
     """A getter for ``path`` on the Struct of any EventReader that covers it:
     the value, or MISSING when absent."""

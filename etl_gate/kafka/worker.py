@@ -229,6 +229,7 @@ class Worker:
         decider = self.holder.decider  # one version decides the whole batch
         assert decider is not None and self.producer is not None
         decide = decider.decide
+        seen = decider.seen
         use_ts = decider.has_rate_caps
         produce: Callable[..., None] = self.producer.produce
         topics = self.topics
@@ -263,7 +264,7 @@ class Worker:
             headers = v.headers
             if stats is not None or surge:
                 if outcome != MALFORMED:
-                    app, event = decider.last_app, decider.last_event
+                    app, event = seen.app, seen.event
                 else:
                     app, event = "", v.reason or ""
                 if surge and prio >= 0:

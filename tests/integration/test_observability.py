@@ -131,7 +131,7 @@ def test_stats_records_count_every_event_exactly(kafka_bootstrap: str, tmp_path:
     expected: Counter[tuple[str, str, str]] = Counter()
     for raw, _k, _t in events:
         v = decider.decide(raw, 0)
-        key = ("", v.reason) if v.outcome == MALFORMED else (decider.last_app, decider.last_event)
+        key = ("", v.reason) if v.outcome == MALFORMED else (decider.seen.app, decider.seen.event)
         expected[(*key, OUTCOMES[v.outcome])] += 1  # type: ignore[misc]
     env.produce(events)
     env.start(control=True)
