@@ -271,8 +271,6 @@ class Decider:
             self._apps[app] = _CompiledApp(events, -1)  # type: ignore[arg-type]
         del in_force
         self._set_apps(packed.apps)
-        # The worker reads input timestamps only when some rule has a cap.
-        self.has_rate_caps = packed.has_rate_caps
         self._bind()
 
     def _set_reader(self, rule_keys: set[str]) -> None:
@@ -384,8 +382,6 @@ class Decider:
                 count += 1
             new._set_rule(capp, rule)
         new.rule_count = count
-        new.has_rate_caps = self.has_rate_caps or any(
-            r.max_rate is not None and not r.offline for r in delta.upserts)
         new._bind()
         return new
 

@@ -100,10 +100,6 @@ class PackedRules:
         return [Rule(app, event, *kinds[k]) for app, _, special in self.tables()
                 for event, k in special.items()]
 
-    @property
-    def has_rate_caps(self) -> bool:
-        return any(k[4] is not None and not k[2] for k in self.kinds)
-
     def _canonical(self) -> tuple[Any, ...]:
         kinds = self.kinds
         return (self.version, self.apps, self.rule_count,

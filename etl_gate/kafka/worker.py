@@ -230,20 +230,21 @@ class Worker:
         assert decider is not None and self.producer is not None
         decide = decider.decide
         seen = decider.seen
-        use_ts = decider.has_rate_caps
         produce: Callable[..., None] = self.producer.produce
         topics = self.topics
         tagger = self.tagger
         counts = [0] * N_OUT
         nparts = self._partitions
-        offsets: dict[int, int] = {}
+        # The last message of each partition: its offset is read once per
+        # batch, not per event.
+        last: dict[int, Any] = {}
         tel = self.telemetry
         stats = tel.stats if self.stats_on else None
         out_bytes, out_events = tel.out_bytes, tel.out_events
+        routed_before = out_events[0] + out_events[1] + out_events[2]
         surge = self.surge.table
-        timestamps: list[int] = []
-        add_ts = timestamps.append
-        routed = dlq = quarantined = nbytes = n = 0
+        malformed, n_out, prio_col = MALFORMED, N_OUT, PRIO
+        dlq = quarantined = nbytes = n = 0
         for m in msgs:
             if m.error() is not None:
                 self._consumer_error(m.error())
@@ -257,13 +258,14 @@ class Worker:
             ts = m.timestamp()[1]
             if ts < 0:
                 ts = 0  # none: the producer stamps the output with its own clock
-            add_ts(ts)
-            v = decide(raw, ts if use_ts else 0)
+            # The input's timestamp is the clock of rate caps; a decider
+            # without caps ignores it.
+            v = decide(raw, ts)
             outcome = v.outcome
             prio = v.priority
             headers = v.headers
             if stats is not None or surge:
-                if outcome != MALFORMED:
+                if outcome != malformed:
                     app, event = seen.app, seen.event
                 else:
                     app, event = "", v.reason or ""
@@ -279,12 +281,12 @@ class Worker:
                     if row is None:
                         row = evs[event] = new_row()
                     row[outcome] += 1
-                    row[N_OUT + outcome] += size
+                    row[n_out + outcome] += size
                     if prio >= 0:
-                        row[PRIO] = prio
+                        row[prio_col] = prio
             counts[outcome] += 1
             part = m.partition()
-            offsets[part] = m.offset() + 1
+            last[part] = m
             if prio >= 0:
                 payload = tagger.tag(raw, PRIORITIES[prio]) if tagger is not None else raw
                 try:
@@ -294,10 +296,9 @@ class Worker:
                 except BufferError:
                     self._produce(produce, topics[prio], part % nparts[prio], payload, m.key(),
                                   headers, ts)
-                routed += 1
                 out_events[prio] += 1
                 out_bytes[prio] += len(payload)
-            elif outcome == MALFORMED:
+            elif outcome == malformed:
                 hdrs = self._source_headers(m, v.reason or "malformed", decider.version)
                 self._produce(produce, self.cfg.topics.dlq, part % nparts[3], raw, m.key(),
                               hdrs, ts)
@@ -311,17 +312,17 @@ class Worker:
                 quarantined += 1
                 out_events[4] += 1
                 out_bytes[4] += size
-        self.checkpoints.note(offsets, msgs)
+        self.checkpoints.note({p: m.offset() + 1 for p, m in last.items()}, msgs)
         c = self.counters
         for i in range(N_OUT):
             if counts[i]:
                 c[i] += counts[i]
         c[C_IN] += n
-        c[C_ROUTED] += routed
+        c[C_ROUTED] += out_events[0] + out_events[1] + out_events[2] - routed_before
         c[C_DLQ] += dlq
         c[C_QUARANTINE] += quarantined
         c[C_BYTES_IN] += nbytes
-        tel.observe_batch(time.perf_counter() - started, int(time.time() * 1000), timestamps)
+        tel.observe_batch(time.perf_counter() - started, int(time.time() * 1000), msgs)
 
     def _produce(self, produce: Callable[..., None], topic: str, partition: int, value: bytes,
                  key: Any, headers: Any, ts: int) -> None:

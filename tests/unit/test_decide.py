@@ -362,14 +362,6 @@ def test_sampled_out_events_take_no_token() -> None:
     assert d.decide(ev(app_id="a", event="e", user_id="u1"), 0).outcome == THROTTLED
 
 
-def test_has_rate_caps() -> None:
-    assert capped(3).has_rate_caps
-    assert not make().has_rate_caps
-    offline_only = make(rules=[{"app": "a", "event": "e", "state": "offline", "max_rate": 1}],
-                        apps={})
-    assert not offline_only.has_rate_caps
-
-
 # --- quarantine of unregistered events ------------------------------------------------------
 
 def test_quarantine_rate_one_copies_every_unregistered_event() -> None:

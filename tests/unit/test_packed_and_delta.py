@@ -241,7 +241,6 @@ def test_rules_without_a_bucket_share_one_compiled_rule() -> None:
     a, b = d._apps["a"].events, d._apps["b"].events
     assert a["s1"] is b["s2"]  # same settings, no state
     assert a["c1"] is not a["c2"]  # each capped rule has its own bucket
-    assert d.has_rate_caps
     assert [d.decide(ev("a", "c1"), 0).outcome, d.decide(ev("a", "c1"), 0).outcome,
             d.decide(ev("a", "c2"), 0).outcome] == [PASSED, 5, PASSED]
     assert d.decide(ev("a", "off"), 0).outcome == BLOCKED
@@ -249,11 +248,6 @@ def test_rules_without_a_bucket_share_one_compiled_rule() -> None:
     new = d.with_delta(pack_delta(parse_delta({"base_version": 1, "version": 2, "upserts": [
         {"app": "c", "event": "s3", "sample_rate": 0.5}]})))
     assert new._apps["c"].events["s3"] is a["s1"]
-
-
-def test_offline_rules_with_a_cap_need_no_timestamps() -> None:
-    obj = {"version": 1, "rules": [{"app": "a", "event": "off", "state": "offline", "max_rate": 1}]}
-    assert not Decider(parse_snapshot(obj), DecisionSettings()).has_rate_caps
 
 
 def test_tables_digest_equals_the_per_rule_digest() -> None:
