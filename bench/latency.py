@@ -158,6 +158,8 @@ class Latency:
     p99: float = math.nan
     p999: float = math.nan
     max: float = math.nan
+    p99_by_5s: list[float] = field(default_factory=list)  # after the warm-up, by input append time
+    p99_warmup: float = math.nan  # of the skipped inputs
     cpu_cores: float = math.nan  # CPU of the mode's processes over the offered window, in cores
     cpu_us_per_event: float = math.nan
     # The rest of the machine over the same window: the offering process, the
@@ -195,6 +197,7 @@ def measure(bootstrap: str, input_topic: str, outputs: list[str], warmup_s: floa
     cutoff = min(valid) + int(warmup_s * 1000)
     delays: list[int] = []
     sent_at: list[int] = []
+    warm: list[int] = []
     skipped = unmatched = 0
 
     def on_output(m: Any) -> None:
@@ -206,6 +209,7 @@ def measure(bootstrap: str, input_topic: str, outputs: list[str], warmup_s: floa
             unmatched += 1
         elif t_in < cutoff:
             skipped += 1
+            warm.append(m.timestamp()[1] - t_in)
         else:
             delays.append(m.timestamp()[1] - t_in)
             sent_at.append(t_in)
@@ -216,6 +220,17 @@ def measure(bootstrap: str, input_topic: str, outputs: list[str], warmup_s: floa
         first = min(valid)
         csv.write_text("in_ms,latency_ms\n" + "".join(
             f"{t - first},{d}\n" for t, d in sorted(zip(sent_at, delays, strict=True))))
+    if warm:
+        warm.sort()
+        lat.p99_warmup = _pct(warm, 0.99)
+    windows: dict[int, list[int]] = {}
+    for t, d in zip(sent_at, delays, strict=True):
+        windows.setdefault((t - cutoff) // 5000, []).append(d)
+    # A window cut short by the end of the offer (under half the usual
+    # samples) is left out.
+    full = statistics.median(len(ds) for ds in windows.values()) if windows else 0
+    lat.p99_by_5s = [_pct(sorted(ds), 0.99) for _, ds in sorted(windows.items())
+                     if len(ds) >= full / 2]
     if delays:
         delays.sort()
         lat.p50 = statistics.median(delays)
