@@ -422,13 +422,15 @@ def make(seen, decode, read, Struct, DECODE_ERRORS, INVALID, MISSING, MALFORMED,
     def decide(raw, ts_ms=None):
         if raw.isascii():  # the common case; see reader.py for the others
             try:
-                obj = decode(raw)
+                obj = decode(raw)  # always a Struct
             except DECODE_ERRORS:
                 obj = read(raw)
+                if type(obj) is not Struct:
+                    return MALFORMED["invalid_json" if obj is INVALID else "not_object"]
         else:
             obj = read(raw)
-        if type(obj) is not Struct:
-            return MALFORMED["invalid_json" if obj is INVALID else "not_object"]
+            if type(obj) is not Struct:
+                return MALFORMED["invalid_json" if obj is INVALID else "not_object"]
         app = {app}
         if type(app) is not str:
             if app is MISSING:
