@@ -40,8 +40,11 @@ import orjson
 
 from .fields import MISSING, Getter, walk
 
-# What a failed decode raises. RecursionError: msgspec's nesting limit.
-DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+# What a failed decode raises. RecursionError: msgspec's nesting limit;
+# orjson's error: the decode of a reader whose keys msgspec cannot match
+# (EventReader).
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError,
+                 orjson.JSONDecodeError)
 
 INVALID: Any = object()
 """What ``EventReader.read`` returns for a message that is not valid JSON."""
@@ -63,6 +66,12 @@ def orjson_value(value: Any) -> Any:
     return value
 
 
+def _matchable(key: str) -> bool:
+    """Whether msgspec can match ``key`` by name: it refuses names with a
+    quote, a backslash or a control character."""
+    return not any(c in '"\\' or c < " " for c in key)
+
+
 def _field_name(segment: str) -> str:
     # A Struct attribute for any JSON key: deterministic, so getters made for
     # one reader work on the Struct of any reader that has the same segment.
@@ -77,12 +86,20 @@ class EventReader:
         self.paths = frozenset(paths)
         self.segments = tuple(sorted({p.split(".")[0] for p in self.paths}))
         names = [_field_name(s) for s in self.segments]
+        fields = [(n, Any, MISSING) for n in names]
+        self.decode: Callable[[bytes], Any]
         # gc=False: a decoded event holds JSON values only, which cannot
         # form cycles; untracked Structs are cheaper to create and free.
-        self.struct: Any = msgspec.defstruct(
-            "Event", [(n, Any, MISSING) for n in names],
-            rename=dict(zip(names, self.segments, strict=True)), gc=False)
-        self.decode: Callable[[bytes], Any] = msgspec.json.Decoder(self.struct).decode
+        if all(map(_matchable, self.segments)):
+            self.struct: Any = msgspec.defstruct(
+                "Event", fields, rename=dict(zip(names, self.segments, strict=True)), gc=False)
+            self.decode = msgspec.json.Decoder(self.struct).decode
+        else:
+            # A key msgspec will not match (a quote, a backslash or a control
+            # character in it): parse the whole event instead, slower but
+            # the same values, rather than refuse the config or the rules.
+            self.struct = msgspec.defstruct("Event", fields, gc=False)
+            self.decode = self._decode_whole
 
     def covers(self, path: str) -> bool:
         return path in self.paths
@@ -106,6 +123,12 @@ class EventReader:
             return INVALID
         if type(obj) is not dict:
             return obj
+        return self.from_dict(obj)
+
+    def _decode_whole(self, raw: bytes) -> Any:
+        obj = orjson.loads(raw)
+        if type(obj) is not dict:
+            raise msgspec.ValidationError("not an object")
         return self.from_dict(obj)
 
     def from_dict(self, obj: dict[str, Any]) -> Any:

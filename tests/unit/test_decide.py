@@ -153,6 +153,32 @@ def test_custom_event_path() -> None:
     assert d.decide(ev(app_id="1128", event="like"), 0).reason == "missing_event"
 
 
+@pytest.mark.parametrize("app_path, event_path", [
+    ('a"pp', "ev ent"),  # a quote and a space: not identifiers, not source
+    ("ap\u00e9", "x) or (1"),  # non-ASCII; text that would be code if pasted into source
+    ("app_id", "hdr.ev"),  # a top-level app and a nested event in one decider
+    ("hdr.app", "event"),
+])
+def test_any_field_name_works_in_the_compiled_decide(app_path: str, event_path: str) -> None:
+    """``decide`` is compiled from a template with the paths' attributes in
+    it (core/decide.py): a field name reaches the source only as hex digits."""
+    def put(obj: dict[str, Any], path: str, value: Any) -> None:
+        *parents, last = path.split(".")
+        for part in parents:
+            obj = obj.setdefault(part, {})
+        obj[last] = value
+
+    d = make(app_path=app_path, event_path=event_path)
+    raw: dict[str, Any] = {"app_id": "nope", "event": "nope"}
+    put(raw, app_path, 1128)
+    put(raw, event_path, "video_play")
+    v = d.decide(orjson.dumps(raw), 0)
+    assert (v.outcome, v.priority) == (PASSED, 0)
+    assert (d.seen.app, d.seen.event) == ("1128", "video_play")
+    del raw[event_path.split(".")[0]]
+    assert d.decide(orjson.dumps(raw), 0).reason == "missing_event"
+
+
 # --- step 2: lookup -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("raw", [

@@ -252,3 +252,24 @@ def test_a_delta_with_a_new_sample_key_path_reads_it() -> None:
     # the old decider is untouched and still decides
     assert decided_fast(b'{"app_id":"1128","event":"play"}') == ("passed", "P0")
     assert OUTCOMES[d.decide(b'{"app_id":"1128","event":"new"}', 0).outcome] == "unregistered"
+
+
+def test_a_key_msgspec_cannot_match_is_read_from_the_whole_event() -> None:
+    # msgspec refuses to match names with a quote, a backslash or a control
+    # character; such a key (a rule's sample key here) must still be read.
+    r = EventReader(["app_id", 'u"id', "a\\b.c"])
+    obj = r.read(b'{"app_id":"7","u\\"id":"x","a\\\\b":{"c":2},"z":1e5}')
+    assert reader_getter('u"id')(obj) == "x"
+    assert reader_getter("a\\b.c")(obj) == 2
+    assert reader_getter("app_id")(r.read(b'{"u\\"id":1}')) is MISSING
+    assert r.read(b'{"app_id":') is INVALID
+    assert r.read(b"[1]") == [1]
+    # a number too big for a double is refused on this path, as orjson does
+    assert r.read(b'{"app_id":"7","x":1e400}') is INVALID
+    d = build_decider(parse_snapshot({"version": 1, "rules": [
+        {"app": "1128", "event": "s", "sample_rate": 0.5, "sample_key": 'u"id'}]}), SETTINGS)
+    kept = [u for u in range(200)
+            if OUTCOMES[d.decide(orjson.dumps({"app_id": "1128", "event": "s", 'u"id': f"u{u}"}),
+                                 0).outcome] == "passed"]
+    assert kept == [u for u in range(200)
+                    if mmh3.hash(f"u{u}".encode(), 0, signed=False) < 2147483648]
