@@ -160,7 +160,7 @@ class _RarePath:
 
     def __init__(self, d: Decider, clock_ms: int) -> None:
         self.monitor = d._monitor
-        self.passes = d._passes  # shared: a delta's new pass verdicts land in both
+        self.passes = d._passes  # the Decider's own dict (headers_for reads it too)
         self.quarantine_threshold = d._quarantine_threshold
         self.default_keys = d._default_keys
         self.seed = d._seed

@@ -99,7 +99,7 @@ class EventReader:
             # character in it): parse the whole event instead, slower but
             # the same values, rather than refuse the config or the rules.
             self.struct = msgspec.defstruct("Event", fields, gc=False)
-            self.decode = self._decode_whole
+            self.decode = _whole_event_decoder(self.struct, self.segments)
 
     def covers(self, path: str) -> bool:
         return path in self.paths
@@ -125,15 +125,23 @@ class EventReader:
             return obj
         return self.from_dict(obj)
 
-    def _decode_whole(self, raw: bytes) -> Any:
-        obj = orjson.loads(raw)
-        if type(obj) is not dict:
-            raise msgspec.ValidationError("not an object")
-        return self.from_dict(obj)
-
     def from_dict(self, obj: dict[str, Any]) -> Any:
         """The Struct of an event already parsed into a dict."""
         return self.struct(*[obj.get(s, MISSING) for s in self.segments])
+
+
+def _whole_event_decoder(struct: Any, segments: tuple[str, ...]) -> Callable[[bytes], Any]:
+    """A decode that parses the whole event: raises as the msgspec one does.
+    A closure, not a method: the reader holding its own bound method would be
+    a reference cycle."""
+
+    def decode(raw: bytes) -> Any:
+        obj = orjson.loads(raw)
+        if type(obj) is not dict:
+            raise msgspec.ValidationError("not an object")
+        return struct(*[obj.get(s, MISSING) for s in segments])
+
+    return decode
 
 
 def struct_attribute(path: str) -> str | None:
