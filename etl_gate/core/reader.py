@@ -66,6 +66,20 @@ def orjson_value(value: Any) -> Any:
     return value
 
 
+def valid_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8, by Python's strict decoder: it refuses
+    what orjson refuses (bad sequences, overlongs, surrogates), which msgspec
+    does not check in the strings it skips. ASCII, the common case, needs no
+    decode."""
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _matchable(key: str) -> bool:
     """Whether msgspec can match ``key`` by name: it refuses names with a
     quote, a backslash or a control character."""
@@ -107,11 +121,8 @@ class EventReader:
     def read(self, raw: bytes) -> Any:
         """The event's Struct; INVALID if it is not valid JSON (or not UTF-8);
         the parsed value if it is JSON but not an object."""
-        if not raw.isascii():
-            try:
-                raw.decode()
-            except UnicodeDecodeError:
-                return INVALID
+        if not valid_utf8(raw):
+            return INVALID
         try:
             return self.decode(raw)
         except DECODE_ERRORS:

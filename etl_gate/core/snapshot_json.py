@@ -37,7 +37,7 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from .reader import DECODE_ERRORS
+from .reader import DECODE_ERRORS, valid_utf8
 from .rules import (
     _PRIORITY_INDEX,
     MAX_VERSION,
@@ -111,22 +111,10 @@ def _fast(data: bytes, in_force: NamesInForce | None) -> RulesSnapshot | None:
     return RulesSnapshot(doc.version, tables, apps, len(doc.rules))
 
 
-def _utf8(data: bytes) -> bool:
-    """Whether ``data`` is valid UTF-8, by Python's strict decoder (it refuses
-    what orjson refuses)."""
-    if data.isascii():
-        return True
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def _decoded(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
     """``data`` decoded, or None where the fast path gives up: not valid
-    UTF-8 (see _utf8), or refused by the decoder."""
-    if not _utf8(data):
+    UTF-8 (see reader.valid_utf8), or refused by the decoder."""
+    if not valid_utf8(data):
         return None
     try:
         return decoder.decode(data)
