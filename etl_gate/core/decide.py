@@ -12,7 +12,7 @@ returns.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -273,6 +273,7 @@ class Decider:
             self._apps[app] = _CompiledApp(events, -1)  # type: ignore[arg-type]
         del in_force
         self._set_apps(packed.apps)
+        self._numbers = _number_apps(self._apps)
         self._bind()
 
     def _set_reader(self, rule_keys: set[str]) -> None:
@@ -349,10 +350,13 @@ class Decider:
             raise BaseVersionMismatch(delta.base_version, self.version)
         apps = dict(self._apps)
         copied: set[str] = set()
+        added: list[str] = []  # apps this delta brings
 
         def writable(app: str) -> _CompiledApp:
             capp = apps.get(app)
             if app not in copied:
+                if capp is None:
+                    added.append(app)
                 capp = apps[app] = (_CompiledApp(dict(capp.events), capp.monitor_priority)
                                     if capp is not None else _CompiledApp({}, -1))
                 copied.add(app)
@@ -384,6 +388,7 @@ class Decider:
                 count += 1
             new._set_rule(capp, rule)
         new.rule_count = count
+        new._numbers = {**self._numbers, **_number_apps(added)} if added else self._numbers
         new._bind()
         return new
 
@@ -420,7 +425,7 @@ class Decider:
 # here: a plain registered event. Everything rarer is ``_RarePath``.
 _DECIDE_TEMPLATE = """
 def make(seen, decode, read, Struct, DECODE_ERRORS, INVALID, MISSING, MALFORMED, app_text,
-         orjson_value, get_app, get_event, apps_get, plain, rare):
+         orjson_value, get_app, get_event, apps_get, number_apps_get, plain, rare):
     def decide(raw, ts_ms=None):
         if raw.isascii():  # the common case; see reader.py for the others
             try:
@@ -435,11 +440,16 @@ def make(seen, decode, read, Struct, DECODE_ERRORS, INVALID, MISSING, MALFORMED,
                 return MALFORMED["invalid_json" if obj is INVALID else "not_object"]
         app = {app}
         if type(app) is not str:
-            if app is MISSING:
-                return MALFORMED["missing_app"]
-            app = app_text(orjson_value(app))
-            if app is None:
-                return MALFORMED["bad_app"]
+            # A registered app sent as a JSON integer: one lookup, not two
+            # calls (half the benchmark's events; see _number_apps).
+            text = number_apps_get(app) if type(app) is int else None
+            if text is None:
+                if app is MISSING:
+                    return MALFORMED["missing_app"]
+                text = app_text(orjson_value(app))
+                if text is None:
+                    return MALFORMED["bad_app"]
+            app = text
         event = {event}
         if type(event) is not str:
             return MALFORMED["missing_event" if event is MISSING else "bad_event"]
@@ -483,7 +493,23 @@ def _compile_decide(d: Decider) -> DecideFn:
     # Not the decider itself: see _RarePath.
     return _maker(source)(d.seen, reader.decode, reader.read, reader.struct, DECODE_ERRORS,
                           INVALID, MISSING, _MALFORMED, app_text, orjson_value, d._get_app,
-                          d._get_event, d._apps.get, d._plain, d._rare.decide)
+                          d._get_event, d._apps.get, d._numbers.get, d._plain,
+                          d._rare.decide)
+
+
+def _number_apps(apps: Iterable[str]) -> dict[int, str]:
+    """Integer -> app id, for each app an event may name by a JSON integer
+    (SPEC section 1: ``1128`` is app ``"1128"``): exactly the apps whose id
+    ``app_text`` gives back for that integer, so the lookup and the general
+    path agree. The value is the table's own string: its hash is cached."""
+    out: dict[int, str] = {}
+    for app in apps:
+        digits = app[1:] if app[:1] == "-" else app
+        if digits.isascii() and digits.isdigit():
+            n = int(app)
+            if app_text(orjson_value(n)) == app:
+                out[n] = app
+    return out
 
 
 def build_decider(snapshot: RulesSnapshot, settings: DecisionSettings) -> Decider:

@@ -244,12 +244,13 @@ class Worker:
         routed_before = out_events[0] + out_events[1] + out_events[2]
         surge = self.surge.table
         malformed, n_out, prio_col = MALFORMED, N_OUT, PRIO
-        dlq = quarantined = nbytes = n = 0
+        dlq = quarantined = nbytes = 0
+        n = len(msgs)  # events: less the consumer errors, counted below
         for m in msgs:
             if m.error() is not None:
                 self._consumer_error(m.error())
+                n -= 1
                 continue
-            n += 1
             raw = m.value()
             if raw is None:  # a tombstone is not an event: malformed, kept in the DLQ
                 raw = b""
@@ -274,12 +275,12 @@ class Worker:
                     if guard is not None:
                         outcome, prio, headers = guard.apply(outcome, prio, headers, ts)
                 if stats is not None:
-                    evs = stats.get(app)
-                    if evs is None:
-                        evs = stats[app] = {}
-                    row = evs.get(event)
-                    if row is None:
-                        row = evs[event] = new_row()
+                    # Subscripts, not .get(): a miss is once per event name
+                    # and telemetry interval.
+                    try:
+                        row = stats[app][event]
+                    except KeyError:
+                        row = stats.setdefault(app, {}).setdefault(event, new_row())
                     row[outcome] += 1
                     row[n_out + outcome] += size
                     if prio >= 0:

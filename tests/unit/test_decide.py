@@ -20,6 +20,8 @@ from etl_gate.core import (
     DecisionSettings,
     parse_snapshot,
 )
+from etl_gate.core.packed import pack_delta
+from etl_gate.core.rules import parse_delta
 
 RULES: list[dict[str, Any]] = [
     {"app": "1128", "event": "video_play", "priority": "P0"},
@@ -117,6 +119,45 @@ def test_numeric_rule_app_matches_string_event_app() -> None:
     d = make(rules=[{"app": 77, "event": "e", "priority": "P2"}], apps={})
     assert d.decide(b'{"app_id":"77","event":"e"}', 0).priority == 2
     assert d.decide(b'{"app_id":77,"event":"e"}', 0).priority == 2
+
+
+@pytest.mark.parametrize("app, sent, same", [
+    ("0128", b"128", False),  # leading zero: 128 is app "128"
+    ("128", b"0128", None),  # not JSON: malformed
+    ("-0", b"0", False),  # 0 is written "0"
+    ("-5", b"-5", True),
+    ("0", b"-0", True),  # JSON -0 is the integer 0
+    ("9223372036854775807", b"9223372036854775807", True),  # int64 max
+    ("18446744073709551615", b"18446744073709551615", True),  # uint64 max: still an integer
+    ("18446744073709551616", b"18446744073709551616", False),  # beyond: orjson reads a float
+    ("1.8446744073709552e+19", b"18446744073709551616", True),  # ... written like this
+    ("-9223372036854775809", b"-9223372036854775809", False),
+])
+def test_an_integer_app_id_is_the_app_its_json_text_names(app: str, sent: bytes,
+                                                          same: bool | None) -> None:
+    """The compiled decide looks registered integer apps up directly
+    (``_number_apps``); it must agree with SPEC section 1 at every edge."""
+    d = make(rules=[{"app": app, "event": "e", "priority": "P0"}], apps={})
+    v = d.decide(b'{"app_id":' + sent + b',"event":"e"}', 0)
+    if same is None:
+        assert v.outcome == MALFORMED
+    else:
+        assert (v.outcome == PASSED) is same, v
+        if same:
+            assert d.seen.app == app
+
+
+def test_an_integer_app_added_by_a_delta_is_looked_up_too() -> None:
+    d = make(rules=[{"app": "1", "event": "e"}], apps={}, version=1)
+    raw = b'{"app_id":77,"event":"e"}'
+    assert d.decide(raw, 0).outcome == UNREGISTERED
+    d2 = d.with_delta(pack_delta(parse_delta(
+        {"base_version": 1, "version": 2, "upserts": [{"app": 77, "event": "e"}]})))
+    assert d2.decide(raw, 0).outcome == PASSED
+    assert d.decide(raw, 0).outcome == UNREGISTERED  # the old decider is untouched
+    d3 = d2.with_delta(pack_delta(parse_delta(
+        {"base_version": 2, "version": 3, "apps": {"78": {"mode": "monitor"}}})))
+    assert d3.decide(b'{"app_id":78,"event":"x"}', 0).priority == 2  # a monitor app, by number
 
 
 def test_float_app_id_is_not_the_integer_app() -> None:
