@@ -52,24 +52,74 @@ def time_loads(events: list[bytes]) -> float:
     return time.perf_counter() - t0
 
 
-def route_loops(gen: Generator, deciders: dict[str, tuple[Any, bool]], batch: int
+class StandInMessage:
+    """What the loops read of a confluent-kafka Message, for clients that
+    cannot construct one (``Message(...)`` came with confluent-kafka 2.13;
+    quixstreams pins older ones). Python methods cost a little more a call
+    than the C ones, alike for the gate's loop and the passthrough's."""
+
+    __slots__ = ("_p", "_o", "_k", "_v", "_ts")
+
+    def __init__(self, partition: int, offset: int, key: bytes | None, value: bytes,
+                 ts: int) -> None:
+        self._p, self._o, self._k, self._v, self._ts = partition, offset, key, value, (1, ts)
+
+    def error(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return self._v
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._ts
+
+    def headers(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "raw"
+
+
+def messages(gen: Generator) -> tuple[list[Any], str]:
+    """The events as consumer messages (6 partitions): real confluent-kafka
+    Message objects where the client can build them; which kind, in words."""
+    from confluent_kafka import Message
+
+    events = list(gen.events())
+    try:
+        return ([Message(topic="raw", partition=i % 6, offset=i // 6, key=k, value=v,
+                         timestamp=(1, ts)) for i, (v, k, ts) in enumerate(events)],
+                "real confluent-kafka Message objects")
+    except TypeError:  # confluent-kafka < 2.13
+        return ([StandInMessage(i % 6, i // 6, k, v, ts) for i, (v, k, ts) in enumerate(events)],
+                "Python stand-ins for Message objects (this confluent-kafka cannot build them)")
+
+
+def route_loops(msgs: list[Any], deciders: dict[str, tuple[Any, bool]], batch: int
                 ) -> dict[str, Callable[[], float]]:
     """Timers of the worker's per-event loop (``Worker._route_batch``: decide,
     statistics, produce) without a broker, one per ``deciders`` entry (name ->
     (decider, statistics on)), plus "passthrough loop": the lean passthrough's
-    per-event work (bench/_modes.py: produce each message as it is). Real
-    confluent-kafka Message objects, and a real Producer whose broker is
+    per-event work (bench/_modes.py: produce each message as it is), over
+    ``msgs`` (see ``messages``). A real Producer whose broker is
     unreachable, so produce() only queues; it is purged between batches,
     untimed. What each costs per event in Python, apart from consume(),
     poll() and librdkafka's own threads."""
-    from confluent_kafka import Message, Producer
+    from confluent_kafka import Producer
 
     from etl_gate.kafka.clients import producer_config
     from etl_gate.kafka.worker import Worker
 
     cfg = GateConfig()
-    msgs = [Message(topic="raw", partition=i % 6, offset=i // 6, key=k, value=v,
-                    timestamp=(1, ts)) for i, (v, k, ts) in enumerate(gen.events())]
     base = {**producer_config(cfg, 0), "bootstrap.servers": "127.0.0.1:1", "log_level": 0,
             "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 4_000_000,
             "delivery.report.only.error": True}
@@ -149,10 +199,12 @@ def main() -> None:
     n = len(events)
     # The worker loop as configured by default, then without statistics, then
     # without tag headers (tag.headers = false: SPEC section 4).
+    msgs, messages_kind = messages(gen)
     plain = build_decider(parse_snapshot(gen.rules()), replace(settings, tag_headers=False))
-    loops = route_loops(gen, {"worker loop, stats on": (decider, True),
+    loops = route_loops(msgs, {"worker loop, stats on": (decider, True),
                               "worker loop, stats off": (decider, False),
                               "worker loop, no tag headers": (plain, True)}, args.batch)
+    del msgs
     runs: dict[str, list[float]] = {"decide": [], "orjson.loads": [], **{k: [] for k in loops}}
     for _ in range(args.repeat):  # interleaved, so drift on a noisy machine hits all
         runs["decide"].append(n / time_decide(decide, events))
@@ -182,7 +234,8 @@ def main() -> None:
              "gate-no-headers mode measures it).")
     print(f"\na full orjson.loads alone costs {parse_share:.0%} of a whole decision (decide "
           "reads only the fields it needs, core/reader.py); "
-          f"mix: {', '.join(f'{k} {v / n:.1%}' for k, v in mix.most_common())}\n{where}")
+          f"mix: {', '.join(f'{k} {v / n:.1%}' for k, v in mix.most_common())}\n{where}\n"
+          f"The worker loops ran on {messages_kind}.")
 
     if not args.no_append:
         lines = _common.section_header("decision core (bench/core_bench.py)") + [
@@ -198,7 +251,7 @@ def main() -> None:
             f"per-event loop (`Worker._route_batch`, batches of {args.batch}: decide, stats, "
             "produce into a real Producer whose broker is unreachable, so it only queues, "
             "purged between batches, untimed; "
-            "real confluent-kafka Message objects; with statistics off, and with tag headers "
+            f"{messages_kind}; with statistics off, and with tag headers "
             "off), beside the lean passthrough's per-message loop on the same messages "
             "(bench/_modes.py), one process (one core), "
             f"{args.repeat} interleaved repeats, median",
