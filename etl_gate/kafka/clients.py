@@ -32,7 +32,10 @@ def consumer_config(cfg: GateConfig, worker: int) -> dict[str, Any]:
         # The broker answers a fetch as soon as there is data (fetch.min.bytes
         # 1); this only bounds how long an idle fetch waits.
         "fetch.wait.max.ms": 100,
-        "queued.max.messages.kbytes": 65536,
+        # The prefetch queue: 8 MiB is ~150 ms of a worker's input flat out,
+        # ample for a fetch round trip; librdkafka's 64 MiB only made the
+        # worker ~50 MiB bigger, no faster (bench/RESULTS.md, 13:00-13:10).
+        "queued.max.messages.kbytes": 8192,
         # librdkafka's default 1000 ms pause after the prefetch queue fills
         # caps a reader at ~200k msg/s although the queue drains far sooner
         # (bench/RESULTS.md: 278k -> 532k msg/s for a passthrough).
