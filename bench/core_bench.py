@@ -16,7 +16,7 @@ import gc
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -89,18 +89,23 @@ class StandInMessage:
         return "raw"
 
 
-def messages(gen: Generator) -> tuple[list[Any], str]:
-    """The events as consumer messages (6 partitions): real confluent-kafka
-    Message objects where the client can build them; which kind, in words."""
+def stand_ins(events: Sequence[tuple[bytes, Any, int]]) -> list[Any]:
+    """``(value, key, timestamp)`` events as stand-in messages, 6 partitions."""
+    return [StandInMessage(i % 6, i // 6, k, v, ts) for i, (v, k, ts) in enumerate(events)]
+
+
+def messages(events: Sequence[tuple[bytes, Any, int]]) -> tuple[list[Any], str]:
+    """``(value, key, timestamp)`` events (``Generator.events()``) as consumer
+    messages, 6 partitions: real confluent-kafka Message objects where the
+    client can build them, else stand-ins; and which kind, in words."""
     from confluent_kafka import Message
 
-    events = list(gen.events())
     try:
         return ([Message(topic="raw", partition=i % 6, offset=i // 6, key=k, value=v,
                          timestamp=(1, ts)) for i, (v, k, ts) in enumerate(events)],
                 "real confluent-kafka Message objects")
     except TypeError:  # confluent-kafka < 2.13
-        return ([StandInMessage(i % 6, i // 6, k, v, ts) for i, (v, k, ts) in enumerate(events)],
+        return (stand_ins(events),
                 "Python stand-ins for Message objects (this confluent-kafka cannot build them)")
 
 
@@ -189,7 +194,8 @@ def main() -> None:
     spec = _common.gen_spec(args, args.events)
     code = _common.code_state()  # what this process imported
     gen = Generator(spec)
-    events = [payload for payload, _key, _ts in gen.events()]
+    generated = list(gen.events())
+    events = [payload for payload, _key, _ts in generated]
     settings = GateConfig().decision_settings()  # the gate's defaults (tag headers on)
     decider = build_decider(parse_snapshot(gen.rules()), settings)
     decide = decider.decide
@@ -199,7 +205,8 @@ def main() -> None:
     n = len(events)
     # The worker loop as configured by default, then without statistics, then
     # without tag headers (tag.headers = false: SPEC section 4).
-    msgs, messages_kind = messages(gen)
+    msgs, messages_kind = messages(generated)
+    del generated
     plain = build_decider(parse_snapshot(gen.rules()), replace(settings, tag_headers=False))
     loops = route_loops(msgs, {"worker loop, stats on": (decider, True),
                               "worker loop, stats off": (decider, False),

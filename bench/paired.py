@@ -55,10 +55,12 @@ def child(tree: str, argv: list[str], conn: Any) -> None:
     p.add_argument("--batch", type=int)
     args, _ = p.parse_known_args(argv)
     gen = Generator(_common.gen_spec(args, args.events))
-    events = [payload for payload, _key, _ts in gen.events()]
+    generated = list(gen.events())
+    events = [payload for payload, _key, _ts in generated]
     decider = build_decider(parse_snapshot(gen.rules()), GateConfig().decision_settings())
     mix = [decider.decide(raw, 0).outcome for raw in events]
-    msgs = core_bench.messages(gen)[0]
+    msgs = core_bench.messages(generated)[0]
+    del generated
     loops = {"decide": lambda: core_bench.time_decide(decider.decide, events),
              "loop": core_bench.route_loops(msgs, {"loop": (decider, True)}, args.batch)["loop"]}
     gc.collect()

@@ -54,8 +54,7 @@ def test_route_loops_on_stand_in_messages() -> None:
     from etl_gate.gen import Generator, GenSpec
 
     gen = Generator(GenSpec(count=2000, seed=3))
-    msgs = [core_bench.StandInMessage(i % 6, i // 6, k, v, ts)
-            for i, (v, k, ts) in enumerate(gen.events())]
+    msgs = core_bench.stand_ins(list(gen.events()))
     decider = build_decider(parse_snapshot(gen.rules()), GateConfig().decision_settings())
     loop = core_bench.route_loops(msgs, {"gate": (decider, True)}, 500)
     assert loop["gate"]() > 0

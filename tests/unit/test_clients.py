@@ -8,7 +8,7 @@ from etl_gate.kafka.clients import consumer_config, producer_config
 
 
 def _cfg(**kafka: object) -> GateConfig:
-    return GateConfig(kafka=KafkaConfig(**kafka))  # type: ignore[arg-type]
+    return GateConfig(kafka=KafkaConfig(**kafka))
 
 
 def test_consumer_defaults_bound_the_prefetch_and_never_auto_commit() -> None:
