@@ -4,6 +4,7 @@ construct Message objects; bench/core_bench.py then uses stand-ins)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -17,8 +18,11 @@ BENCH = ROOT / "bench"
 
 
 def _run(*argv: str) -> str:
+    # This checkout's etl_gate first, wherever (or whether) the package is installed.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     r = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 

@@ -1,7 +1,8 @@
 """The worker's per-batch accounting (``Worker._route_batch``): counters,
 per-event statistics, checkpoint offsets and what is queued for produce.
 
-Real confluent-kafka Message objects, a consumer error among them, and a real
+Consumed messages from tests/messages.py (real confluent-kafka Message objects
+where the client can build them), a consumer error among them, and a real
 Producer whose broker is unreachable: produce() only queues, which is all
 this test reads from it. What reaches Kafka is tested against the broker in
 tests/integration.
@@ -13,12 +14,13 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Producer
 
 from etl_gate.config import GateConfig
 from etl_gate.core import BLOCKED, MALFORMED, PASSED, SAMPLED_OUT, UNREGISTERED, Decider, parse_snapshot
 from etl_gate.kafka.telemetry import N_OUT, PRIO
 from etl_gate.kafka.worker import C_BYTES_IN, C_DLQ, C_IN, C_ROUTED, Worker
+from tests.messages import message
 
 RULES = {"version": 7, "apps": {}, "rules": [
     {"app": "1128", "event": "play", "priority": "P0"},
@@ -48,10 +50,10 @@ def worker() -> Iterator[Worker]:
 def test_a_batch_is_counted_per_outcome_per_event_and_per_partition(worker: Worker) -> None:
     values = [(0, ev("play")), (0, ev("play")), (1, ev("scroll")), (1, ev("nope")),
               (2, ev("debug")), (2, ev("old")), (0, b"{not json")]
-    msgs = [Message(topic="events.raw", partition=p, offset=100 + i, value=v, key=b"k",
+    msgs = [message(topic="events.raw", partition=p, offset=100 + i, value=v, key=b"k",
                     timestamp=(1, 1_700_000_000_000)) for i, (p, v) in enumerate(values)]
     # A consumer error in the middle: not an event, not counted, no offset.
-    msgs.insert(3, Message(topic="events.raw", partition=5, offset=999,
+    msgs.insert(3, message(topic="events.raw", partition=5, offset=999,
                            error=KafkaError(KafkaError._TRANSPORT)))
     worker._route_batch(msgs)
 
@@ -82,8 +84,8 @@ def test_a_batch_is_counted_per_outcome_per_event_and_per_partition(worker: Work
 
 
 def test_statistics_add_up_over_batches(worker: Worker) -> None:
-    def batch(start: int, n: int) -> list[Message]:
-        return [Message(topic="events.raw", partition=0, offset=start + i, value=ev("play"),
+    def batch(start: int, n: int) -> list:
+        return [message(topic="events.raw", partition=0, offset=start + i, value=ev("play"),
                         timestamp=(1, 1)) for i in range(n)]
 
     worker._route_batch(batch(0, 3))

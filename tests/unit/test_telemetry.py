@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import queue
 
-from confluent_kafka import Message
-
 from etl_gate.core import PASSED
 from etl_gate.kafka.telemetry import N_OUT, PRIO, WorkerTelemetry, new_row
+from tests.messages import message
 
 
-def stamped(*timestamps_ms: int) -> list[Message]:
+def stamped(*timestamps_ms: int) -> list:
     """Consumed messages with these CreateTime timestamps."""
-    return [Message(topic="raw", partition=0, offset=i, value=b"{}", timestamp=(1, ts))
+    return [message(topic="raw", partition=0, offset=i, value=b"{}", timestamp=(1, ts))
             for i, ts in enumerate(timestamps_ms)]
 
 
@@ -33,7 +32,7 @@ def test_report_carries_the_interval_and_resets() -> None:
     row[PASSED] += 2
     row[N_OUT + PASSED] += 700
     row[PRIO] = 0
-    tel.observe_batch(0.003, now_ms=10_000, msgs=[*stamped(9_999, 9_990, 9_000), Message()])
+    tel.observe_batch(0.003, now_ms=10_000, msgs=[*stamped(9_999, 9_990, 9_000), message()])
     clock.t = 1.5
     assert tel.due()
     tel.flush({0: 5}, queue_depth=7, rules_version=42)
