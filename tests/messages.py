@@ -64,9 +64,10 @@ REAL_MESSAGES = _client_builds_messages()
 
 def message(topic: str | None = None, partition: int = -1, offset: int = -1, value: bytes | None = None,
             key: bytes | None = None, timestamp: tuple[int, int] = (TIMESTAMP_NOT_AVAILABLE, 0),
-            error: KafkaError | None = None) -> Any:
-    """A consumed message: a real ``Message`` if this client can build one."""
-    if REAL_MESSAGES:
+            error: KafkaError | None = None, real: bool = REAL_MESSAGES) -> Any:
+    """A consumed message: a real ``Message`` if this client can build one
+    (``real=False``: the stand-in in any case)."""
+    if real:
         return Message(topic=topic, partition=partition, offset=offset, value=value, key=key,
                        timestamp=timestamp, error=error)
     return StandInMessage(topic, partition, offset, key, value, timestamp, error)
