@@ -53,45 +53,52 @@ def time_loads(events: list[bytes]) -> float:
 
 
 class StandInMessage:
-    """What the loops read of a confluent-kafka Message, for clients that
-    cannot construct one (``Message(...)`` came with confluent-kafka 2.13;
-    quixstreams pins older ones). Python methods cost a little more a call
-    than the C ones, alike for the gate's loop and the passthrough's."""
+    """What the worker reads of a consumed confluent-kafka Message, for clients
+    that cannot construct one (``Message(...)`` came with confluent-kafka
+    2.13; quixstreams pins older ones). Python methods cost a little more a
+    call than the C ones, alike for the gate's loop and the passthrough's.
+    tests/messages.py uses it too, and checks that it answers as a real
+    Message does."""
 
-    __slots__ = ("_p", "_o", "_k", "_v", "_ts")
+    __slots__ = ("_topic", "_partition", "_offset", "_key", "_value", "_timestamp", "_error")
 
-    def __init__(self, partition: int, offset: int, key: bytes | None, value: bytes,
-                 ts: int) -> None:
-        self._p, self._o, self._k, self._v, self._ts = partition, offset, key, value, (1, ts)
+    def __init__(self, topic: str | None, partition: int, offset: int, key: bytes | None,
+                 value: bytes | None, timestamp: tuple[int, int], error: Any = None) -> None:
+        # A real Message answers None for an unset (negative) partition or
+        # offset: normalised here, not per call.
+        self._topic, self._key, self._value = topic, key, value
+        self._partition = partition if partition >= 0 else None
+        self._offset = offset if offset >= 0 else None
+        self._timestamp, self._error = timestamp, error
 
-    def error(self) -> None:
-        return None
+    def topic(self) -> str | None:
+        return self._topic
 
-    def value(self) -> bytes:
-        return self._v
+    def partition(self) -> int | None:
+        return self._partition
+
+    def offset(self) -> int | None:
+        return self._offset
 
     def key(self) -> bytes | None:
-        return self._k
+        return self._key
 
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
+    def value(self) -> bytes | None:
+        return self._value
 
     def timestamp(self) -> tuple[int, int]:
-        return self._ts
+        return self._timestamp
 
     def headers(self) -> None:
         return None
 
-    def topic(self) -> str:
-        return "raw"
+    def error(self) -> Any:
+        return self._error
 
 
 def stand_ins(events: Sequence[tuple[bytes, Any, int]]) -> list[Any]:
     """``(value, key, timestamp)`` events as stand-in messages, 6 partitions."""
-    return [StandInMessage(i % 6, i // 6, k, v, ts) for i, (v, k, ts) in enumerate(events)]
+    return [StandInMessage("raw", i % 6, i // 6, k, v, (1, ts)) for i, (v, k, ts) in enumerate(events)]
 
 
 def messages(events: Sequence[tuple[bytes, Any, int]]) -> tuple[list[Any], str]:
