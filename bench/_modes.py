@@ -525,11 +525,12 @@ def run_latency(setup: Setup, mode: str, rate: float, live: list[Any]) -> latenc
         time.sleep(1.0)  # let the assignment settle (fetchers started)
         ctx = mp.get_context("spawn")
         ready, go = ctx.Event(), ctx.Event()
-        result = ctx.Array("d", 4, lock=False)
+        result = ctx.Array("d", 5, lock=False)
         spec = _common.gen_spec(args, args.latency_pool, start_ms=0, step_ms=1)
         offer = ctx.Process(target=latency.offer_main, name="latency-offer",
                             args=(producer_config(setup.cfg, "offer"), in_topic, rate,
-                                  args.latency_seconds, spec, ready, go, result))
+                                  args.latency_seconds, spec, ready, go, result,
+                                  args.offer_nice))
         offer.start()
         live.append(offer)
         if not ready.wait(300):
@@ -552,6 +553,7 @@ def run_latency(setup: Setup, mode: str, rate: float, live: list[Any]) -> latenc
         if offer.exitcode != 0:
             lat.notes.append(f"offering process exited with {offer.exitcode}")
         lat.sent, lat.offer_s, lat.offer_lag_s = int(result[0]), result[1], result[2]
+        lat.offer_nice = result[4]
         lat.cpu_cores = (cpu1 - cpu0) / window
         if lat.sent:
             lat.cpu_us_per_event = (cpu1 - cpu0) / lat.sent * 1e6

@@ -19,6 +19,7 @@ has committed everything, not while it runs.
 from __future__ import annotations
 
 import math
+import os
 import re
 import signal
 import statistics
@@ -51,10 +52,17 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None
 # -- the offering producer (a spawned process) -------------------------------
 
 def offer_main(pconf: dict[str, Any], topic: str, rate: float, seconds: float, spec: GenSpec,
-               ready: Any, go: Any, result: Any) -> None:
+               ready: Any, go: Any, result: Any, nice: int = 0) -> None:
     """Produce ``rate`` events/s for ``seconds`` to ``topic``; result = [sent, elapsed s,
-    longest lag behind schedule in s, CPU s of this process while offering]."""
+    longest lag behind schedule in s, CPU s of this process while offering, its niceness].
+
+    ``nice`` is added to the process's niceness before librdkafka's threads
+    start (they inherit it). The offering producer stands for the apps' SDKs,
+    which do not run on the gate's machine: niced, it takes the CPU the mode
+    under test and the broker leave, instead of competing with them for it.
+    A producer that could not keep up shows as its lag behind schedule."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    result[4] = os.nice(nice)  # the niceness it now runs at
     pool: list[tuple[bytes, bytes, bytes]] = []
     for payload, key, _ts in Generator(spec).events():
         m = _GEN_ID.search(payload)
@@ -151,6 +159,7 @@ class Latency:
     sent: int = 0
     offer_s: float = math.nan
     offer_lag_s: float = math.nan  # the producer's worst lag behind its schedule
+    offer_nice: float = math.nan  # the niceness the producer ran at
     samples: int = 0  # outputs matched to an input, after the warm-up
     warmup_skipped: int = 0
     unmatched: int = 0

@@ -1,7 +1,8 @@
 """bench/throughput.py, the issue-6 harness, on the real broker at a token size:
 every mode it can run here writes exactly what the gate's own decisions say
 (the harness checks each run's outputs and notes any difference), the latency
-phase matches outputs to inputs, and the harness deletes the topics it made.
+phase matches outputs to inputs (offered by a niced producer), and the harness
+deletes the topics it made.
 Figures are not asserted: they belong to bench/RESULTS.md, not to tests."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 RUN_LINE = re.compile(r"^run 1 (\S+)\s+[\d.]+ s  ([\d,]+) events/s  (.*)$", re.M)
 LATENCY_LINE = re.compile(r"^latency etl-gate\s+@ ([\d,]+)/s ([\d,]+) samples .*"
-                          r"\(achieved ([\d,]+) ev/s\)  (.*)$", re.M)
+                          r"\(achieved ([\d,]+) ev/s, offered at nice (\d+)\)  (.*)$", re.M)
 
 
 def _bench_topics(bootstrap: str) -> set[str]:
@@ -59,7 +60,10 @@ def test_every_mode_writes_what_the_gate_decides(kafka_bootstrap: str) -> None:
     assert lat is not None, r.stdout
     rate, samples, achieved = (int(lat.group(i).replace(",", "")) for i in (1, 2, 3))
     assert rate == 2000 and samples > 0 and achieved > 0.8 * rate, lat.group(0)
-    assert lat.group(4).strip() == "", lat.group(0)
+    # The offering producer stands for apps on other machines: by default it
+    # yields the CPU to the mode under test and the broker.
+    assert int(lat.group(4)) >= 19, lat.group(0)
+    assert lat.group(5).strip() == "", lat.group(0)
     assert "Targets (issue 6):" in r.stdout
 
     assert _bench_topics(kafka_bootstrap) <= before  # its topics are gone
