@@ -7,7 +7,6 @@ Figures are not asserted: they belong to bench/RESULTS.md, not to tests."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from importlib.util import find_spec
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from .helpers import ROOT
+from tests.checkout import ROOT, env_checkout_first
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +37,13 @@ def test_every_mode_writes_what_the_gate_decides(kafka_bootstrap: str) -> None:
     if find_spec("quixstreams") is not None:
         modes.append("quix")
     before = _bench_topics(kafka_bootstrap)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "throughput.py"), "--bootstrap", kafka_bootstrap,
          "--events", "6000", "--partitions", "3", "--repeat", "1", "--modes", ",".join(modes),
          "--latency-modes", "etl-gate", "--latency-rate", "2000", "--latency-seconds", "3",
          "--latency-warmup", "1", "--no-latency-own", "--warmup", "0", "--pause", "0",
          "--no-append"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+        cwd=ROOT, env=env_checkout_first(), capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
     runs = {m.group(1): (int(m.group(2).replace(",", "")), m.group(3).strip())

@@ -4,25 +4,21 @@ construct Message objects; bench/core_bench.py then uses stand-ins)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.checkout import ROOT, env_checkout_first
+
 BENCH = ROOT / "bench"
 
 
 def _run(*argv: str) -> str:
-    # This checkout's etl_gate first, wherever (or whether) the package is installed.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     r = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300, env=env)
+                       timeout=300, env=env_checkout_first())
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
