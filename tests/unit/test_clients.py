@@ -27,3 +27,11 @@ def test_user_settings_win_except_the_contract() -> None:
                                           "acks": 1}), 0)
     assert prod["linger.ms"] == 20
     assert prod["enable.idempotence"] is True and prod["acks"] == "all"
+
+
+def test_nagle_is_off_unless_the_user_turns_it_back_on() -> None:
+    # Kafka's Java clients always set TCP_NODELAY; librdkafka's default leaves Nagle on.
+    assert consumer_config(GateConfig(), 0)["socket.nagle.disable"] is True
+    assert producer_config(GateConfig(), 0)["socket.nagle.disable"] is True
+    assert producer_config(_cfg(producer={"socket.nagle.disable": False}), 0)[
+        "socket.nagle.disable"] is False
