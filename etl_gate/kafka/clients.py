@@ -20,7 +20,7 @@ _PRODUCER_FIXED = {"enable.idempotence": True, "acks": "all"}
 # by default, which can hold a small request behind the ACK of the one before.
 # At 147k events/s the gate's p99 was 28-51 ms with it off (median of 8 runs
 # 34.5) against 29-148 ms (42) with librdkafka's default, at the same CPU and
-# throughput (bench/RESULTS.md, 2026-12-07 16:40-17:05): a small effect, inside
+# throughput (bench/RESULTS.md, 2026-12-07 16:15-16:41): a small effect, inside
 # the noise of this shared host, at no measured cost.
 _SOCKET = {"socket.nagle.disable": True}
 
