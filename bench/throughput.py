@@ -393,7 +393,7 @@ def parse_args() -> argparse.Namespace:
     # At nice 0 the offering producer competed with the gate and the broker
     # for the two CPUs: gate p99 at 130k/s 50-2204 ms (median of 8 runs 91.5)
     # against 26-113 ms (median 34) at nice 19 (bench/RESULTS.md, 2026-12-07
-    # 15:27-15:50 by hand). In production the events come from other machines.
+    # 15:27-15:42 by hand). In production the events come from other machines.
     p.add_argument("--offer-nice", type=int, default=19,
                    help="niceness added to the offering producer of the latency phase "
                         "(0: it competes with the mode under test for CPU)")
