@@ -13,11 +13,11 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.checkout import ROOT
+
 KAFKA_SH = ROOT / "scripts" / "kafka.sh"
 
 

@@ -24,8 +24,7 @@ from etl_gate.control.client import ClientOptions, ControlClient
 from etl_gate.gen import Generator, GenSpec
 from etl_gate.kafka.loader import produce_events
 from etl_gate.kafka.topics import create_topics
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.checkout import ROOT
 
 
 def _free_port() -> int:
