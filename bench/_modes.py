@@ -501,13 +501,15 @@ def wait_group(bootstrap: str, group: str, members: int, partitions: int,
     raise RuntimeError(f"group {group} not stable with {members} members after {timeout_s:.0f} s")
 
 
-def run_latency(setup: Setup, mode: str, rate: float, live: list[Any]) -> latency.Latency:
+def run_latency(setup: Setup, mode: str, rate: float, live: list[Any],
+                round_: int = 0) -> latency.Latency:
     """One mode consumes a fresh LogAppendTime topic while a producer process offers
-    ``rate`` events/s; then every output is matched to its input."""
+    ``rate`` events/s; then every output is matched to its input. Each round has
+    its own topics, group and sample file."""
     args = setup.args
-    lat = latency.Latency(mode, rate)
+    lat = latency.Latency(mode, rate, round=round_)
     run = Run(mode, -1, 0)  # collects the notes of stopping
-    name = f"lat{mode.replace('-', '')}"
+    name = f"lat{mode.replace('-', '')}r{round_ + 1}"
     in_topic = f"{setup.prefix}.{name}.raw"
 
     def make(names: list[str]) -> None:
@@ -570,7 +572,7 @@ def run_latency(setup: Setup, mode: str, rate: float, live: list[Any]) -> latenc
         launch.stop(run, live)
     lat.notes += run.notes
     latency.measure(setup.bootstrap, in_topic, launch.outputs, args.latency_warmup, lat,
-                    csv=setup.workdir / f"latency-{mode}.csv")
+                    csv=setup.workdir / f"latency-{mode}-r{round_ + 1}.csv")
     delete_topics(setup.bootstrap, [in_topic, *launch.outputs])
     return lat
 

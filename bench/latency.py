@@ -156,6 +156,7 @@ def _read_all(bootstrap: str, topics: list[str], on_message: Any) -> int:
 class Latency:
     mode: str
     rate: float  # offered, events/s (the target)
+    round: int = 0  # 0-based; -1: the median of the rounds (``median_of``)
     sent: int = 0
     offer_s: float = math.nan
     offer_lag_s: float = math.nan  # the producer's worst lag behind its schedule
@@ -246,6 +247,29 @@ def measure(bootstrap: str, input_topic: str, outputs: list[str], warmup_s: floa
         lat.p99 = _pct(delays, 0.99)
         lat.p999 = _pct(delays, 0.999)
         lat.max = delays[-1]
+
+
+# The figures a median row takes as the median of its rounds' figures.
+_MEDIAN_FIELDS = ("offer_lag_s", "offer_nice", "p50", "p99", "p999", "max", "p99_warmup",
+                  "cpu_cores", "cpu_us_per_event", "offer_cores", "broker_cores", "machine_busy")
+
+
+def median_of(rounds: list[Latency]) -> Latency:
+    """One mode at one rate over its rounds: each figure is the median of the
+    rounds that have samples (a single run's p99 swings 2-4x with this shared
+    host, so targets are judged on the median); ``samples`` and the achieved
+    rate are the rounds' totals."""
+    ok = [x for x in rounds if x.samples]
+    m = Latency(rounds[0].mode, rounds[0].rate, round=-1)
+    m.samples = sum(x.samples for x in ok)
+    m.sent = sum(x.sent for x in ok)
+    m.offer_s = sum(x.offer_s for x in ok) if ok else math.nan
+    for name in _MEDIAN_FIELDS:
+        vals = [getattr(x, name) for x in ok if not math.isnan(getattr(x, name))]
+        setattr(m, name, statistics.median(vals) if vals else math.nan)
+    if len(ok) < len(rounds):
+        m.notes.append(f"{len(rounds) - len(ok)} of {len(rounds)} rounds had no samples")
+    return m
 
 
 def _pct(xs: list[int], q: float) -> float:
