@@ -43,3 +43,24 @@ def test_a_round_without_samples_is_left_out_and_noted() -> None:
 def test_no_round_with_samples_gives_no_figures() -> None:
     m = latency.median_of([latency.Latency("quix", 30_000)])
     assert m.samples == 0 and math.isnan(m.p99) and math.isnan(m.cpu_cores)
+
+
+def test_a_mode_that_only_queues_runs_one_round() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from _harness import Run
+        from throughput import latency_schedule
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    runs = []
+    for mode, seconds in (("etl-gate", 10.0), ("quix", 50.0)):  # 200k and 40k events/s
+        r = Run(mode, 0, 2_000_000)
+        r.elapsed_s = seconds
+        runs.append(r)
+    plan = [("etl-gate", 100_000.0), ("quix", 100_000.0), ("quix", 20_000.0)]
+    assert latency_schedule(plan, 3, runs) == [
+        (0, "etl-gate", 100_000.0), (0, "quix", 100_000.0), (0, "quix", 20_000.0),
+        (1, "etl-gate", 100_000.0), (1, "quix", 20_000.0),
+        (2, "etl-gate", 100_000.0), (2, "quix", 20_000.0)]
+    # No throughput run to judge by (--latency-rate alone): every round runs.
+    assert len(latency_schedule(plan, 2, [])) == 6
