@@ -20,6 +20,10 @@ KAFKA_DATA_DIR="${KAFKA_DATA_DIR:-/tmp/etl-gate-kafka}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx512m -Xms512m}"
+# The collector: a JVM refuses two, so it cannot go in KAFKA_OPTS. ZGC against
+# G1 at the gate's half load was suggestive, not conclusive (bench/RESULTS.md
+# 2026-12-07 19:12-19:33): G1, the JVM's default, stays.
+KAFKA_GC_OPTS="${KAFKA_GC_OPTS:--XX:+UseG1GC}"
 KAFKA_WAIT_SECONDS="${KAFKA_WAIT_SECONDS:-90}"
 # Request threads sized to the machine. Kafka's defaults (3 network, 8 I/O
 # threads) are for servers; on a 2-core box shared with the clients the idle
@@ -102,7 +106,7 @@ running_pid() {
 # shutdown hook is still logging; the File appender flushes each line anyway.
 java_cmd() {  # java_cmd MAINCLASS ARGS... -> the full command in JAVA_CMD
   # shellcheck disable=SC2206  # heap/opts are meant to be word-split
-  JAVA_CMD=("$JAVA" $KAFKA_HEAP_OPTS ${KAFKA_OPTS:-} -XX:+UseG1GC -Djava.awt.headless=true
+  JAVA_CMD=("$JAVA" $KAFKA_HEAP_OPTS ${KAFKA_OPTS:-} $KAFKA_GC_OPTS -Djava.awt.headless=true
     -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$KAFKA_DATA_DIR"
     -Dlog4j2.shutdownHookEnabled=false
     -cp "$KAFKA_HOME/libs/*" "$@")
