@@ -149,7 +149,7 @@ def latency_medians(lats: list[latency.Latency]) -> list[latency.Latency]:
     return [latency.median_of([x for x in lats if (x.mode, x.rate) == k]) for k in keys]
 
 
-def _round_p99s(lats: list[latency.Latency], med: latency.Latency, attr: str = "p99") -> str:
+def _round_figures(lats: list[latency.Latency], med: latency.Latency, attr: str = "p99") -> str:
     """The rounds' figures behind a median row, in round order."""
     return ", ".join(_f(getattr(x, attr), ".0f") for x in lats
                      if (x.mode, x.rate) == (med.mode, med.rate))
@@ -169,7 +169,7 @@ def targets(meds: dict[str, Run | None], lats: list[latency.Latency]) -> list[st
     def rounds(attr: str) -> str:
         if glat is None or n < 2:
             return ""
-        return f" (median of {n} rounds: {_round_p99s(lats, glat, attr)} ms)"
+        return f" (median of {n} rounds: {_round_figures(lats, glat, attr)} ms)"
 
     mb = 1.048576  # MiB -> MB
     out = ["Targets (issue 6):", ""]
@@ -553,7 +553,7 @@ def main() -> int:
             for med in latency_medians(lats) if args.latency_repeat > 1 else []:
                 print(f"latency {med.mode:<11} median @ {med.rate:,.0f}/s  p50 {_f(med.p50, '.0f')} "
                       f"ms  p99 {_f(med.p99, '.0f')} ms  p99.9 {_f(med.p999, '.0f')} ms  (p99 per "
-                      f"round {_round_p99s(lats, med)} ms)", flush=True)
+                      f"round {_round_figures(lats, med)} ms)", flush=True)
         elif not args.no_latency:
             print(f"latency phase skipped: {rate_note}", flush=True)
         report(setup, runs, started, lats, rate_note)

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_module(name: str) -> ModuleType:
+    """A module of bench/, whose scripts import each other by bare name (so
+    bench/ is on sys.path only while it and its imports load)."""
+    path = str(ROOT / "bench")
+    sys.path.insert(0, path)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(path)
 
 
 def env_checkout_first() -> dict[str, str]:

@@ -10,18 +10,13 @@ so both give the same result (tests/unit/test_message_stand_in.py).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
 
-_BENCH = str(Path(__file__).resolve().parent.parent / "bench")
-sys.path.insert(0, _BENCH)
-try:
-    from core_bench import StandInMessage
-finally:
-    sys.path.remove(_BENCH)
+from tests.checkout import bench_module
+
+StandInMessage = bench_module("core_bench").StandInMessage
 
 __all__ = ["REAL_MESSAGES", "StandInMessage", "message"]
 

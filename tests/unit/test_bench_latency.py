@@ -4,23 +4,18 @@ are judged on (one run's p99 swings 2-4x with a shared host)."""
 from __future__ import annotations
 
 import math
-import sys
 
 import pytest
 
-from tests.checkout import ROOT
+from tests.checkout import bench_module
 
-sys.path.insert(0, str(ROOT / "bench"))
-try:
-    import latency
-finally:
-    sys.path.remove(str(ROOT / "bench"))
+latency = bench_module("latency")
 
 
-def _round(k: int, p99: float, samples: int = 1000, **kw: float) -> latency.Latency:
+def _round(k: int, p99: float, samples: int = 1000) -> latency.Latency:
     lat = latency.Latency("etl-gate", 135_000, round=k, samples=samples, sent=samples,
                           offer_s=10.0, p50=12, p99=p99, p999=p99 + 10, max=p99 + 20,
-                          cpu_cores=0.8, machine_busy=0.8, **kw)
+                          cpu_cores=0.8, machine_busy=0.8)
     lat.p99_by_5s = [p99]
     return lat
 
@@ -46,15 +41,10 @@ def test_no_round_with_samples_gives_no_figures() -> None:
 
 
 def test_a_mode_that_only_queues_runs_one_round() -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from _harness import Run
-        from throughput import latency_schedule
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    latency_schedule = bench_module("throughput").latency_schedule
     runs = []
     for mode, seconds in (("etl-gate", 10.0), ("quix", 50.0)):  # 200k and 40k events/s
-        r = Run(mode, 0, 2_000_000)
+        r = bench_module("_harness").Run(mode, 0, 2_000_000)
         r.elapsed_s = seconds
         runs.append(r)
     plan = [("etl-gate", 100_000.0), ("quix", 100_000.0), ("quix", 20_000.0)]

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.checkout import ROOT, env_checkout_first
+from tests.checkout import ROOT, bench_module, env_checkout_first
 
 BENCH = ROOT / "bench"
 
@@ -44,11 +44,7 @@ def test_core_bench_times_every_loop() -> None:
 def test_route_loops_on_stand_in_messages() -> None:
     """The older-client path, whatever client this machine has: the stand-ins
     carry what the worker reads, and every event is decided and counted."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        import core_bench
-    finally:
-        sys.path.remove(str(BENCH))
+    core_bench = bench_module("core_bench")
     from etl_gate.config import GateConfig
     from etl_gate.core import build_decider, parse_snapshot
     from etl_gate.gen import Generator, GenSpec
