@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import _native
 import latency
 import orjson
 from _harness import (
@@ -472,6 +473,85 @@ def run_kcat(setup: Setup, k: int, live: list[Any]) -> Run:
         run.notes.append(f"wrote {run.outputs:,} messages, expected {run.n:,}")
     log_problems(log_path, re.compile(r"%\d\||ERROR|error"), run)
     delete_topics(setup.bootstrap, [out])
+    return run
+
+
+def native_settings(conf: dict[str, Any], kind: str) -> list[str]:
+    """A client config of the gate as native_gate's ``-C``/``-P`` arguments: the gate's
+    tuning, less what native_gate sets itself (servers, group, offset store) and what
+    Debian's librdkafka 2.0.2 lacks (fetch.queue.backoff.ms; kcat's queue settings
+    stand in for it, as in the kcat mode)."""
+    skip = {"bootstrap.servers", "group.id", "enable.auto.offset.store", "fetch.queue.backoff.ms"}
+    args = [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+            for k, v in conf.items() if k not in skip]
+    if kind == "-C":
+        args += KCAT_CONSUMER
+    return [a for x in args for a in (kind, x)]
+
+
+def run_native(setup: Setup, k: int, live: list[Any]) -> Run:
+    """W processes of bench/native_gate.c (the gate's data path in C) in one consumer
+    group, on the gate's topics, rules and client tuning; stopped with SIGTERM once
+    committed. Its outputs are checked per topic against the Python core's decisions."""
+    args, cfg = setup.args, setup.cfg
+    run = Run("native", k, setup.n)
+    binary = _native.build()
+    rules = orjson.loads((setup.workdir / "rules.json").read_bytes())
+    tsv = setup.workdir / "rules.tsv"
+    tsv.write_text(_native.rules_tsv(rules))
+    name = f"native{k}"
+    group, out = f"{setup.prefix}-{name}", f"{setup.prefix}.{name}"
+    ncfg = setup.write_config(name, group, out)
+    create_topics(ncfg)
+    gc.collect()  # as in start_gate: create_topics' AdminClient cycle
+    outputs = [*ncfg.topics.priority_topics, ncfg.topics.dlq]
+    if any("." in key for key in cfg.fields.sample_keys):
+        raise SystemExit("native mode: dotted sample keys are not implemented")
+    meter = Meter(setup, group, outputs, run)
+    procs, logs, outs = [], [], []
+    meter.start()
+    for i in range(args.workers):
+        cmd = [str(binary), "run", str(tsv), str(cfg.sampling_seed),
+               ",".join(cfg.fields.sample_keys), setup.bootstrap, group, setup.input_topic,
+               ",".join(outputs), str(rules["version"]), str(cfg.kafka.commit_interval_ms),
+               *native_settings(consumer_config(ncfg, i), "-C"),
+               *native_settings(producer_config(ncfg, i), "-P")]
+        logs.append(setup.workdir / f"{name}-w{i}.log")
+        outs.append(setup.workdir / f"{name}-w{i}.out")
+        with open(logs[-1], "wb") as log, open(outs[-1], "wb") as stdout:
+            procs.append(subprocess.Popen(cmd, stdout=stdout, stderr=log, cwd=ROOT))
+        live.append(procs[-1])
+
+    def stopper(launch: Launch, run: Run) -> None:
+        for i, p in enumerate(procs):
+            _wait_popen(p, f"native worker {i}", run, 120, terminate_first=True)
+
+    launch = Launch("native", group, outputs, procs,
+                    lambda: [(p.pid, "worker") for p in procs], stopper)
+    meter.wait_committed(alive=launch.alive, pids=launch.pids, timeout_s=args.run_timeout)
+    launch.stop(run, live)
+    meter.finish()
+    counts = {"p0": 0, "p1": 0, "p2": 0, "dlq": 0, "consumed": 0, "delivery_errors": 0}
+    for path in outs:
+        try:
+            printed = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError:
+            run.notes.append(f"no totals printed in {path.name}")
+            continue
+        for key in counts:
+            counts[key] += printed[key]
+    by_topic = {key: sum(end_offsets(setup.bootstrap, topic).values())
+                for key, topic in zip(("P0", "P1", "P2", "dlq"), outputs, strict=True)}
+    run.outputs = sum(by_topic.values())
+    want = {key: setup.expected_by[key] for key in by_topic}
+    if by_topic != want:
+        run.notes.append(f"outputs by topic {by_topic}, the core decides {want}")
+    if counts["consumed"] != run.n or counts["delivery_errors"]:
+        run.notes.append(f"consumed {counts['consumed']:,}, delivery errors "
+                         f"{counts['delivery_errors']}")
+    for path in logs:
+        log_problems(path, re.compile(r"native_gate:|%\d\|"), run)
+    delete_topics(setup.bootstrap, outputs)
     return run
 
 

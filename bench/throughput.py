@@ -18,6 +18,9 @@ processes per mode (``--modes``; default all but ``gate-no-stats`` and ``gate-no
   consumer group; see that file for how it decides and why.
 - kcat: ``kcat -C ... | kcat -P ...`` (two C processes, librdkafka, Debian's
   package): the physical reference, no Python.
+- native: W processes of ``bench/native_gate.c``, the gate's data path in C
+  (same rules, decisions, headers, topics and at-least-once commits; no control
+  plane or statistics): what a native rewrite could reach here.
 - gate-no-stats (on request): the gate with per-event statistics off.
 - gate-no-headers (on request): the gate with tag.headers = false.
 
@@ -60,15 +63,23 @@ from typing import Any
 import _common
 import latency
 from _harness import POLL_S, ROOT, Run, Setup, delete_topics, preload
-from _modes import KCAT_CONSUMER, run_gate, run_kcat, run_latency, run_passthrough, run_quix
+from _modes import (
+    KCAT_CONSUMER,
+    run_gate,
+    run_kcat,
+    run_latency,
+    run_native,
+    run_passthrough,
+    run_quix,
+)
 from confluent_kafka import KafkaException
 
 # "gate-no-stats": the gate with per-event statistics off (observe.stats_enabled =
 # false), to measure what observability costs (issue 4: at most 10%).
 # "gate-no-headers": the gate with tag.headers = false (SPEC section 4), to
 # measure what the tag headers cost (confluent-kafka converts them per produce).
-MODES = ("passthrough", "etl-gate", "quix", "kcat", "gate-no-stats", "gate-no-headers")
-DEFAULT_MODES = ("passthrough", "etl-gate", "quix", "kcat")
+MODES = ("passthrough", "etl-gate", "quix", "kcat", "native", "gate-no-stats", "gate-no-headers")
+DEFAULT_MODES = ("passthrough", "etl-gate", "quix", "kcat", "native")
 LATENCY_MODES = ("passthrough", "etl-gate", "quix")
 
 
@@ -199,6 +210,11 @@ def targets(meds: dict[str, Run | None], lats: list[latency.Latency]) -> list[st
     if kcat:
         out.append(f"- share of the C passthrough (kcat): etl-gate {gate.eps / kcat.eps:.2f}x"
                    + (f", Python passthrough {pt.eps / kcat.eps:.2f}x" if pt else ""))
+    native = meds.get("native")
+    if native and pt:
+        out.append(f"- the gate's data path in C (native): {native.eps / pt.eps:.2f}x the passthrough, "
+                   f"{native.cpu_s / native.n * 1e6:.1f} µs an event: what a native rewrite could "
+                   "reach on this machine")
     return out
 
 
@@ -242,6 +258,12 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
                                    gate, kcat))
     if kcat and pt:
         summary.append(_ratio_line("passthrough/kcat", runs, pt, kcat))
+    native = meds.get("native")
+    if native and pt:
+        summary.append(_ratio_line("native/passthrough (the gate's data path in C)", runs,
+                                   native, pt))
+    if native and gate:
+        summary.append(_ratio_line("gate/native", runs, gate, native))
     nostats = meds.get("gate-no-stats")
     if gate and nostats:
         summary.append(
@@ -289,7 +311,7 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
               f"same machine, 512 MiB heap, {setup.broker.threads()})" if setup.broker.own
               else f"given: {a.bootstrap}")
     title = ("Kafka side by side: " + ", ".join(modes) + " (bench/throughput.py)"
-             if {"quix", "kcat"} & set(modes) or lats
+             if {"quix", "kcat", "native"} & set(modes) or lats
              else "Kafka throughput, etl-gate vs passthrough (bench/throughput.py)")
     mode_lines = []
     if "quix" in modes or any(x.mode == "quix" for x in lats):
@@ -307,6 +329,15 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
             f"settings; consumer `{'`, `'.join(KCAT_CONSUMER + [f'{k}={v}' for k, v in a.kcat_opt])}`"
             ": no fetch back-off); done when the output holds N messages (kcat keeps no group "
             "offsets)")
+    if "native" in modes:
+        mode_lines.append(
+            f"- native: {a.workers} processes of `bench/native_gate.c` (C, Debian's librdkafka, "
+            "gcc -O2) in one group: the gate's decisions (JSON validated, allow-list table, SPEC "
+            "sampling), headers, topics and partitions, at-least-once (flush, then commit, every "
+            "commit interval and on revoke), no control plane or statistics; the gate's client "
+            "settings, the kcat consumer's queue settings (librdkafka 2.0.2 has no "
+            "fetch.queue.backoff.ms); outputs checked per topic against the Python core; stopped "
+            "with SIGTERM once committed")
     lines = _common.section_header(title) + [
         *_common.machine_lines(),
         *([software_line()] if software_line() else []),
@@ -463,6 +494,7 @@ RUNNERS: dict[str, Callable[[Setup, int, list[Any]], Run]] = {
     "gate-no-headers": lambda setup, k, live: run_gate(setup, k, live, tag_headers=False),
     "quix": run_quix,
     "kcat": run_kcat,
+    "native": run_native,
 }
 
 
@@ -486,6 +518,13 @@ def check_tools(args: argparse.Namespace, modes: list[str]) -> None:
     if "kcat" in modes and shutil.which(args.kcat) is None:
         raise SystemExit(f"{args.kcat} not found: `apt-get install -y kcat` "
                          "(or scripts/kcat.sh install), or leave kcat out of --modes")
+    if "native" in modes:
+        import _native
+
+        try:
+            _native.build()
+        except _native.NativeUnavailable as e:
+            raise SystemExit(f"{e}\nor leave native out of --modes") from None
     if "quix" in modes or (not args.no_latency and "quix" in args.latency_modes):
         from importlib.util import find_spec
 

@@ -8,6 +8,7 @@ PYTHON="${PYTHON:-python3}"
 
 "$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]"
 bash scripts/kafka.sh install      # Java 17 + Maven via apt if missing; jars cached
+bash scripts/native.sh install     # gcc + librdkafka-dev via apt if missing: bench/native_gate.c
 "$PYTHON" -m ruff check etl_gate tests bench
 "$PYTHON" -m mypy etl_gate
 "$PYTHON" -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,72 @@
+"""bench/native_gate.c's build and rules file: the "native" mode of throughput.py.
+
+native_gate is the gate's data path in C (see its header comment): what a native
+rewrite could reach on the same broker. It reads the allow-list as a small TSV
+written here from the same rules document the gate gets, so both decide from
+one source; the rules it cannot follow (monitor-mode apps, rate caps, dotted
+sample keys) are refused here rather than decided differently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from etl_gate.core.decide import rate_text
+
+SOURCE = Path(__file__).resolve().with_name("native_gate.c")
+BUILD_DIR = Path(tempfile.gettempdir()) / "etl-gate-native"
+_PRIORITIES = ("P0", "P1", "P2")
+INSTALL_HINT = "scripts/native.sh install (apt-get install -y gcc librdkafka-dev)"
+
+
+class NativeUnavailable(RuntimeError):
+    """No C compiler or no librdkafka headers: the mode cannot run here."""
+
+
+def build(dest_dir: Path = BUILD_DIR) -> Path:
+    """Compiles native_gate.c into dest_dir, named by the source's digest (so that
+    checkouts with other sources never share a binary); reused when it exists."""
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    out = dest_dir / f"native_gate-{digest}"
+    if out.exists():
+        return out
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise NativeUnavailable(f"no C compiler: {INSTALL_HINT}")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}")  # two builds at once: each its own file
+    r = subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(SOURCE), "-lrdkafka"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise NativeUnavailable(f"native_gate.c did not build ({INSTALL_HINT}):\n"
+                                f"{r.stderr[-2000:]}")
+    tmp.replace(out)
+    return out
+
+
+def rules_tsv(rules: dict[str, Any]) -> str:
+    """One line per rule: app, event, priority (-1 offline), sample threshold (-1: not
+    sampled), the rule's sample key or "", the sample-rate header's text."""
+    if any(s.get("mode", "enforce") != "enforce" for s in rules.get("apps", {}).values()):
+        raise ValueError("native_gate: monitor-mode apps are not implemented")
+    lines = []
+    for r in rules["rules"]:
+        if r.get("max_rate") is not None:
+            raise ValueError("native_gate: rate caps are not implemented")
+        key = r.get("sample_key") or ""
+        if "." in key:
+            raise ValueError("native_gate: dotted sample keys are not implemented")
+        app, event = str(r["app"]), r["event"]
+        if any(c in x for x in (app, event, key) for c in "\t\n\0"):
+            raise ValueError(f"native_gate: a tab, newline or NUL in rule {app}/{event}")
+        rate = float(r.get("sample_rate", 1.0))
+        prio = -1 if r.get("state", "active") == "offline" else _PRIORITIES.index(r.get("priority", "P1"))
+        thresh = int(rate * 4294967296) if rate < 1.0 else -1
+        lines.append(f"{app}\t{event}\t{prio}\t{thresh}\t{key}\t{rate_text(rate).decode()}\n")
+    return "".join(lines)
