@@ -489,30 +489,31 @@ def native_settings(conf: dict[str, Any], kind: str) -> list[str]:
     return [a for x in args for a in (kind, x)]
 
 
-def run_native(setup: Setup, k: int, live: list[Any]) -> Run:
+def start_native(setup: Setup, name: str, live: list[Any], input_topic: str | None = None,
+                 make_topics: Callable[[list[str]], None] | None = None,
+                 on_start: Callable[[], None] = lambda: None) -> Launch:
     """W processes of bench/native_gate.c (the gate's data path in C) in one consumer
-    group, on the gate's topics, rules and client tuning; stopped with SIGTERM once
-    committed. Its outputs are checked per topic against the Python core's decisions."""
+    group, on the gate's topics, rules and client tuning; stop() sends SIGTERM, on
+    which each flushes, commits and prints its counts."""
     args, cfg = setup.args, setup.cfg
-    run = Run("native", k, setup.n)
+    if any("." in key for key in cfg.fields.sample_keys):
+        raise SystemExit("native mode: dotted sample keys are not implemented")
     binary = _native.build()
     rules = orjson.loads((setup.workdir / "rules.json").read_bytes())
     tsv = setup.workdir / "rules.tsv"
     tsv.write_text(_native.rules_tsv(rules))
-    name = f"native{k}"
     group, out = f"{setup.prefix}-{name}", f"{setup.prefix}.{name}"
-    ncfg = setup.write_config(name, group, out)
+    ncfg = setup.write_config(name, group, out, input_topic=input_topic)
+    outputs = [*ncfg.topics.priority_topics, ncfg.topics.dlq]
+    if make_topics is not None:
+        make_topics(outputs)
     create_topics(ncfg)
     gc.collect()  # as in start_gate: create_topics' AdminClient cycle
-    outputs = [*ncfg.topics.priority_topics, ncfg.topics.dlq]
-    if any("." in key for key in cfg.fields.sample_keys):
-        raise SystemExit("native mode: dotted sample keys are not implemented")
-    meter = Meter(setup, group, outputs, run)
     procs, logs, outs = [], [], []
-    meter.start()
+    on_start()
     for i in range(args.workers):
         cmd = [str(binary), "run", str(tsv), str(cfg.sampling_seed),
-               ",".join(cfg.fields.sample_keys), setup.bootstrap, group, setup.input_topic,
+               ",".join(cfg.fields.sample_keys), setup.bootstrap, group, ncfg.kafka.input_topic,
                ",".join(outputs), str(rules["version"]), str(cfg.kafka.commit_interval_ms),
                *native_settings(consumer_config(ncfg, i), "-C"),
                *native_settings(producer_config(ncfg, i), "-P")]
@@ -525,14 +526,26 @@ def run_native(setup: Setup, k: int, live: list[Any]) -> Run:
     def stopper(launch: Launch, run: Run) -> None:
         for i, p in enumerate(procs):
             _wait_popen(p, f"native worker {i}", run, 120, terminate_first=True)
+        for path in logs:
+            log_problems(path, re.compile(r"native_gate:|%\d\|"), run)
 
-    launch = Launch("native", group, outputs, procs,
-                    lambda: [(p.pid, "worker") for p in procs], stopper)
-    meter.wait_committed(alive=launch.alive, pids=launch.pids, timeout_s=args.run_timeout)
+    return Launch("native", group, outputs, procs, lambda: [(p.pid, "worker") for p in procs],
+                  stopper, {"outs": outs})
+
+
+def run_native(setup: Setup, k: int, live: list[Any]) -> Run:
+    """The native mode's run: its outputs are checked per topic against the Python
+    core's decisions, and its printed counts against the input."""
+    run = Run("native", k, setup.n)
+    name = f"native{k}"
+    t0_outputs = [f"{setup.prefix}.{name}.{x}" for x in ("p0", "p1", "p2", "dlq")]
+    meter = Meter(setup, f"{setup.prefix}-{name}", t0_outputs, run)
+    launch = start_native(setup, name, live, on_start=meter.start)
+    meter.wait_committed(alive=launch.alive, pids=launch.pids, timeout_s=setup.args.run_timeout)
     launch.stop(run, live)
     meter.finish()
-    counts = {"p0": 0, "p1": 0, "p2": 0, "dlq": 0, "consumed": 0, "delivery_errors": 0}
-    for path in outs:
+    counts = {"consumed": 0, "delivery_errors": 0}
+    for path in launch.extra["outs"]:
         try:
             printed = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError:
@@ -541,7 +554,7 @@ def run_native(setup: Setup, k: int, live: list[Any]) -> Run:
         for key in counts:
             counts[key] += printed[key]
     by_topic = {key: sum(end_offsets(setup.bootstrap, topic).values())
-                for key, topic in zip(("P0", "P1", "P2", "dlq"), outputs, strict=True)}
+                for key, topic in zip(("P0", "P1", "P2", "dlq"), launch.outputs, strict=True)}
     run.outputs = sum(by_topic.values())
     want = {key: setup.expected_by[key] for key in by_topic}
     if by_topic != want:
@@ -549,9 +562,7 @@ def run_native(setup: Setup, k: int, live: list[Any]) -> Run:
     if counts["consumed"] != run.n or counts["delivery_errors"]:
         run.notes.append(f"consumed {counts['consumed']:,}, delivery errors "
                          f"{counts['delivery_errors']}")
-    for path in logs:
-        log_problems(path, re.compile(r"native_gate:|%\d\|"), run)
-    delete_topics(setup.bootstrap, outputs)
+    delete_topics(setup.bootstrap, launch.outputs)
     return run
 
 
@@ -600,6 +611,8 @@ def run_latency(setup: Setup, mode: str, rate: float, live: list[Any],
         launch = start_passthrough(setup, name, live, input_topic=in_topic, make_topics=make)
     elif mode == "etl-gate":
         launch = start_gate(setup, name, live, input_topic=in_topic, make_topics=make)
+    elif mode == "native":
+        launch = start_native(setup, name, live, input_topic=in_topic, make_topics=make)
     else:
         launch = start_quix(setup, name, live, input_topic=in_topic, make_topics=make)
     try:

@@ -80,7 +80,7 @@ from confluent_kafka import KafkaException
 # measure what the tag headers cost (confluent-kafka converts them per produce).
 MODES = ("passthrough", "etl-gate", "quix", "kcat", "native", "gate-no-stats", "gate-no-headers")
 DEFAULT_MODES = ("passthrough", "etl-gate", "quix", "kcat", "native")
-LATENCY_MODES = ("passthrough", "etl-gate", "quix")
+LATENCY_MODES = ("passthrough", "etl-gate", "quix", "native")
 
 
 
@@ -518,7 +518,7 @@ def check_tools(args: argparse.Namespace, modes: list[str]) -> None:
     if "kcat" in modes and shutil.which(args.kcat) is None:
         raise SystemExit(f"{args.kcat} not found: `apt-get install -y kcat` "
                          "(or scripts/kcat.sh install), or leave kcat out of --modes")
-    if "native" in modes:
+    if "native" in modes or (not args.no_latency and "native" in args.latency_modes):
         import _native
 
         try:

@@ -26,6 +26,8 @@ LATENCY_LINE = re.compile(r"^latency etl-gate\s+round (\d) @ ([\d,]+)/s ([\d,]+)
                           r"(.*)$", re.M)
 MEDIAN_LINE = re.compile(r"^latency etl-gate\s+median @ ([\d,]+)/s .* p99 (\d+) ms .*"
                          r"\(p99 per round (\d+), (\d+) ms\)$", re.M)
+NATIVE_LATENCY_LINE = re.compile(r"^latency native\s+round (\d) @ ([\d,]+)/s ([\d,]+) samples "
+                                 r".*\(achieved ([\d,]+) ev/s, offered at nice \d+\)  (.*)$", re.M)
 TARGET_LINE = re.compile(r"^- p99 end-to-end < 25 ms at half load: (\d+) ms "
                          r"\(median of 2 rounds: (\d+), (\d+) ms\)", re.M)
 
@@ -45,7 +47,7 @@ def test_every_mode_writes_what_the_gate_decides(kafka_bootstrap: str) -> None:
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "throughput.py"), "--bootstrap", kafka_bootstrap,
          "--events", "6000", "--partitions", "3", "--repeat", "1", "--modes", ",".join(modes),
-         "--latency-modes", "etl-gate", "--latency-rate", "2000", "--latency-seconds", "3",
+         "--latency-modes", "etl-gate,native", "--latency-rate", "2000", "--latency-seconds", "3",
          "--latency-repeat", "2",
          "--latency-warmup", "1", "--no-latency-own", "--warmup", "0", "--pause", "0",
          "--no-append"],
@@ -80,5 +82,14 @@ def test_every_mode_writes_what_the_gate_decides(kafka_bootstrap: str) -> None:
     assert verdict is not None, r.stdout
     assert int(verdict.group(1)) == int(med.group(2)), verdict.group(0)
     assert [int(verdict.group(i)) for i in (2, 3)] == p99s
+
+    # The C data path runs the latency phase too, on its own topics: every output
+    # matched to its input (a note otherwise), in both rounds.
+    native = NATIVE_LATENCY_LINE.findall(r.stdout)
+    assert [int(x[0]) for x in native] == [1, 2], r.stdout
+    for k, rate, samples, achieved, notes in native:
+        assert int(rate.replace(",", "")) == 2000, k
+        assert int(samples.replace(",", "")) > 0 and int(achieved.replace(",", "")) > 1600, k
+        assert notes.strip() == "", (k, notes)
 
     assert _bench_topics(kafka_bootstrap) <= before  # its topics are gone
