@@ -476,22 +476,26 @@ def run_kcat(setup: Setup, k: int, live: list[Any]) -> Run:
     return run
 
 
-def native_settings(conf: dict[str, Any], kind: str) -> list[str]:
+def native_settings(conf: dict[str, Any], kind: str, librdkafka: str) -> list[str]:
     """A client config of the gate as native_gate's ``-C``/``-P`` arguments: the gate's
-    tuning, less what native_gate sets itself (servers, group, offset store) and what
-    Debian's librdkafka 2.0.2 lacks (fetch.queue.backoff.ms; kcat's queue settings
-    stand in for it, as in the kcat mode)."""
-    skip = {"bootstrap.servers", "group.id", "enable.auto.offset.store", "fetch.queue.backoff.ms"}
+    tuning, less what native_gate sets itself (servers, group, offset store). With a
+    librdkafka older than 2.2 (Debian's 2.0.2, when confluent-kafka bundles none)
+    fetch.queue.backoff.ms does not exist: kcat's queue settings stand in for it,
+    as in the kcat mode."""
+    legacy = tuple(int(x) for x in re.findall(r"\d+", librdkafka)[:2]) < (2, 2)
+    skip = {"bootstrap.servers", "group.id", "enable.auto.offset.store"}
+    if legacy:
+        skip.add("fetch.queue.backoff.ms")
     args = [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
             for k, v in conf.items() if k not in skip]
-    if kind == "-C":
+    if kind == "-C" and legacy:
         args += KCAT_CONSUMER
     return [a for x in args for a in (kind, x)]
 
 
 def start_native(setup: Setup, name: str, live: list[Any], input_topic: str | None = None,
                  make_topics: Callable[[list[str]], None] | None = None,
-                 on_start: Callable[[], None] = lambda: None) -> Launch:
+                 on_start: Callable[[], None] = lambda: None, tag_headers: bool = True) -> Launch:
     """W processes of bench/native_gate.c (the gate's data path in C) in one consumer
     group, on the gate's topics, rules and client tuning; stop() sends SIGTERM, on
     which each flushes, commits and prints its counts."""
@@ -499,6 +503,7 @@ def start_native(setup: Setup, name: str, live: list[Any], input_topic: str | No
     if any("." in key for key in cfg.fields.sample_keys):
         raise SystemExit("native mode: dotted sample keys are not implemented")
     binary = _native.build()
+    version = _native.librdkafka_version(binary)
     rules = orjson.loads((setup.workdir / "rules.json").read_bytes())
     tsv = setup.workdir / "rules.tsv"
     tsv.write_text(_native.rules_tsv(rules))
@@ -515,8 +520,9 @@ def start_native(setup: Setup, name: str, live: list[Any], input_topic: str | No
         cmd = [str(binary), "run", str(tsv), str(cfg.sampling_seed),
                ",".join(cfg.fields.sample_keys), setup.bootstrap, group, ncfg.kafka.input_topic,
                ",".join(outputs), str(rules["version"]), str(cfg.kafka.commit_interval_ms),
-               *native_settings(consumer_config(ncfg, i), "-C"),
-               *native_settings(producer_config(ncfg, i), "-P")]
+               "-T", "on" if tag_headers else "off",
+               *native_settings(consumer_config(ncfg, i), "-C", version),
+               *native_settings(producer_config(ncfg, i), "-P", version)]
         logs.append(setup.workdir / f"{name}-w{i}.log")
         outs.append(setup.workdir / f"{name}-w{i}.out")
         with open(logs[-1], "wb") as log, open(outs[-1], "wb") as stdout:
@@ -529,18 +535,20 @@ def start_native(setup: Setup, name: str, live: list[Any], input_topic: str | No
         for path in logs:
             log_problems(path, re.compile(r"native_gate:|%\d\|"), run)
 
-    return Launch("native", group, outputs, procs, lambda: [(p.pid, "worker") for p in procs],
+    mode = "native" if tag_headers else "native-no-headers"
+    return Launch(mode, group, outputs, procs, lambda: [(p.pid, "worker") for p in procs],
                   stopper, {"outs": outs})
 
 
-def run_native(setup: Setup, k: int, live: list[Any]) -> Run:
-    """The native mode's run: its outputs are checked per topic against the Python
-    core's decisions, and its printed counts against the input."""
-    run = Run("native", k, setup.n)
-    name = f"native{k}"
+def run_native(setup: Setup, k: int, live: list[Any], tag_headers: bool = True) -> Run:
+    """The native mode's run (native-no-headers: tag.headers = false): its outputs are
+    checked per topic against the Python core's decisions, and its printed counts
+    against the input."""
+    run = Run("native" if tag_headers else "native-no-headers", k, setup.n)
+    name = f"native{k}" if tag_headers else f"nativenh{k}"
     t0_outputs = [f"{setup.prefix}.{name}.{x}" for x in ("p0", "p1", "p2", "dlq")]
     meter = Meter(setup, f"{setup.prefix}-{name}", t0_outputs, run)
-    launch = start_native(setup, name, live, on_start=meter.start)
+    launch = start_native(setup, name, live, on_start=meter.start, tag_headers=tag_headers)
     meter.wait_committed(alive=launch.alive, pids=launch.pids, timeout_s=setup.args.run_timeout)
     launch.stop(run, live)
     meter.finish()

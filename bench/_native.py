@@ -10,6 +10,7 @@ sample keys) are refused here rather than decided differently.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -29,10 +30,27 @@ class NativeUnavailable(RuntimeError):
     """No C compiler or no librdkafka headers: the mode cannot run here."""
 
 
+def bundled_librdkafka() -> Path | None:
+    """The librdkafka that confluent-kafka's wheel bundles (and the Python modes run),
+    if it bundles one: native_gate links to it, so that it differs from them only in
+    being C. Its API is the same as the Debian headers' (librdkafka keeps its ABI)."""
+    spec = importlib.util.find_spec("confluent_kafka")
+    if spec is None or spec.origin is None:
+        return None
+    libs = Path(spec.origin).parent.parent / "confluent_kafka.libs"
+    found = sorted(libs.glob("librdkafka*.so*")) if libs.is_dir() else []
+    return found[0] if found else None
+
+
 def build(dest_dir: Path = BUILD_DIR) -> Path:
-    """Compiles native_gate.c into dest_dir, named by the source's digest (so that
-    checkouts with other sources never share a binary); reused when it exists."""
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    """Compiles native_gate.c into dest_dir, linked to confluent-kafka's librdkafka
+    when the wheel bundles one, else to the system's (Debian's librdkafka-dev).
+    Named by a digest of the source and the library, so that checkouts or
+    environments that differ never share a binary; reused when it exists."""
+    lib = bundled_librdkafka()
+    link = ([f"-L{lib.parent}", f"-l:{lib.name}", f"-Wl,-rpath,{lib.parent}"] if lib
+            else ["-lrdkafka"])
+    digest = hashlib.sha256(SOURCE.read_bytes() + str(lib).encode()).hexdigest()[:12]
     out = dest_dir / f"native_gate-{digest}"
     if out.exists():
         return out
@@ -41,13 +59,19 @@ def build(dest_dir: Path = BUILD_DIR) -> Path:
         raise NativeUnavailable(f"no C compiler: {INSTALL_HINT}")
     dest_dir.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}")  # two builds at once: each its own file
-    r = subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(SOURCE), "-lrdkafka"],
+    r = subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(SOURCE), *link],
                        capture_output=True, text=True)
     if r.returncode != 0:
         raise NativeUnavailable(f"native_gate.c did not build ({INSTALL_HINT}):\n"
                                 f"{r.stderr[-2000:]}")
     tmp.replace(out)
     return out
+
+
+def librdkafka_version(binary: Path) -> str:
+    """The librdkafka version the binary runs with."""
+    r = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=30)
+    return r.stdout.strip()
 
 
 def rules_tsv(rules: dict[str, Any]) -> str:

@@ -21,19 +21,22 @@
  *   - passed -> the priority topic, partition = input partition mod the
  *     topic's partitions, the input's key and timestamp, headers priority,
  *     rules-version and, when sampled, sample-rate;
- *   - at-least-once as the worker: every commit interval the producer is
- *     flushed, then the consumer's positions are committed.
+ *   - at-least-once as the worker: every commit interval, when the input runs
+ *     dry and before partitions are revoked, the producer is flushed, then the
+ *     consumer's positions are committed.
  * Known differences from the Python core, none reached by generated data: a
  * float app id or a non-string sample key whose orjson text differs from its
  * input text (1E2, 1.50, objects with spaces), lone surrogates in \u escapes.
  *
  * Usage:
+ *   native_gate version                                 # the librdkafka it runs with
  *   native_gate decide RULES.tsv SEED KEYS < lines     # "outcome priority reason" per line
  *   native_gate run RULES.tsv SEED KEYS BOOTSTRAP GROUP INPUT P0,P1,P2,DLQ VERSION COMMIT_MS \
- *       [-C key=value]... [-P key=value]...
+ *       [-T on|off] [-C key=value]... [-P key=value]...
  * RULES.tsv: app \t event \t priority (0..2, -1 offline) \t threshold (-1: not
  * sampled) \t sample key ("" for the default keys) \t sample-rate header text.
  * KEYS: the default sample keys, comma-separated (top-level names).
+ * -T off: no tag headers on routed outputs (SPEC 4, tag.headers = false).
  * `run` stops on SIGTERM/SIGINT: flush, commit, close, then one JSON line of
  * counts on stdout.
  */
@@ -601,11 +604,13 @@ static int cmd_run(Gate *g, char **argv, int argc) {
     for (char *s = strtok(names, ","); s && nout < 4; s = strtok(NULL, ",")) outs[nout++] = s;
     if (nout != 4) { fprintf(stderr, "native_gate run: need P0,P1,P2,DLQ topics\n"); return 2; }
     char err[512];
+    int tag_headers = 1; /* SPEC 4: tag.headers; -T off: routed outputs carry none */
     rd_kafka_conf_t *cc = rd_kafka_conf_new(), *pc = rd_kafka_conf_new();
     set(cc, "enable.auto.commit=false");
     set(cc, "auto.offset.reset=earliest");
     for (int i = 6; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "-C") == 0) set(cc, argv[i + 1]);
+        if (strcmp(argv[i], "-T") == 0) tag_headers = strcmp(argv[i + 1], "off") != 0;
+        else if (strcmp(argv[i], "-C") == 0) set(cc, argv[i + 1]);
         else if (strcmp(argv[i], "-P") == 0) set(pc, argv[i + 1]);
         else { fprintf(stderr, "native_gate run: unknown option %s\n", argv[i]); return 2; }
     }
@@ -639,8 +644,10 @@ static int cmd_run(Gate *g, char **argv, int argc) {
     u8 *buf = NULL;
     size_t bufcap = 0;
     long long next_commit = now_ms() + commit_ms;
+    int dirty = 0; /* consumed since the last commit */
     while (!stopping) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(cons, 100);
+        /* 5 ms, the gate's batch_timeout_ms: how long a dry input goes unnoticed. */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(cons, 5);
         if (m) {
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -648,16 +655,20 @@ static int cmd_run(Gate *g, char **argv, int argc) {
                 rd_kafka_message_destroy(m);
             } else {
                 consumed++;
+                dirty = 1;
                 if (m->len * 2 + 16 > bufcap) { bufcap = m->len * 2 + 16; buf = realloc(buf, bufcap); }
                 const u8 *raw = m->payload ? (const u8 *)m->payload : (const u8 *)"";
                 Verdict v = decide(g, raw, m->len, buf);
                 counts[v.outcome]++;
                 if (v.outcome == PASSED) {
-                    rd_kafka_headers_t *h = rd_kafka_headers_new(3);
-                    rd_kafka_header_add(h, "priority", 8, PRIO[v.priority], 2);
-                    rd_kafka_header_add(h, "rules-version", 13, version, (ssize_t)vlen);
-                    if (v.rule->threshold >= 0)
-                        rd_kafka_header_add(h, "sample-rate", 11, v.rule->rate_text, -1);
+                    rd_kafka_headers_t *h = NULL;
+                    if (tag_headers) {
+                        h = rd_kafka_headers_new(3);
+                        rd_kafka_header_add(h, "priority", 8, PRIO[v.priority], 2);
+                        rd_kafka_header_add(h, "rules-version", 13, version, (ssize_t)vlen);
+                        if (v.rule->threshold >= 0)
+                            rd_kafka_header_add(h, "sample-rate", 11, v.rule->rate_text, -1);
+                    }
                     produce(prod, rkt[v.priority], m->partition % nparts[v.priority], m, h);
                     routed[v.priority]++;
                 } else if (v.outcome == MALFORMED) {
@@ -678,11 +689,14 @@ static int cmd_run(Gate *g, char **argv, int argc) {
             }
         }
         rd_kafka_poll(prod, 0);
-        if (now_ms() >= next_commit) {
+        /* Every commit interval, and when the input runs dry (as the passthrough
+         * and the gate do: else the last events wait up to an interval). */
+        if (dirty && (!m || now_ms() >= next_commit)) {
             /* At least once: every output acknowledged before its input is committed. */
             rd_kafka_flush(prod, 60000);
             rd_kafka_commit(cons, NULL, 1);
             next_commit = now_ms() + commit_ms;
+            dirty = 0;
         }
     }
     rd_kafka_flush(prod, 60000);
@@ -703,6 +717,10 @@ static int cmd_run(Gate *g, char **argv, int argc) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "version") == 0) {
+        printf("%s\n", rd_kafka_version_str()); /* the library loaded, not the headers' */
+        return 0;
+    }
     if (argc < 5) {
         fprintf(stderr, "usage: native_gate decide|run RULES.tsv SEED KEYS [run arguments]\n");
         return 2;

@@ -23,6 +23,7 @@ processes per mode (``--modes``; default all but ``gate-no-stats`` and ``gate-no
   plane or statistics): what a native rewrite could reach here.
 - gate-no-stats (on request): the gate with per-event statistics off.
 - gate-no-headers (on request): the gate with tag.headers = false.
+- native-no-headers (on request): native with tag.headers = false.
 
 Every run has a fresh consumer group and fresh output topics, so every run
 processes all N events. A run's time goes from process start until the
@@ -78,7 +79,8 @@ from confluent_kafka import KafkaException
 # false), to measure what observability costs (issue 4: at most 10%).
 # "gate-no-headers": the gate with tag.headers = false (SPEC section 4), to
 # measure what the tag headers cost (confluent-kafka converts them per produce).
-MODES = ("passthrough", "etl-gate", "quix", "kcat", "native", "gate-no-stats", "gate-no-headers")
+MODES = ("passthrough", "etl-gate", "quix", "kcat", "native", "gate-no-stats", "gate-no-headers",
+         "native-no-headers")
 DEFAULT_MODES = ("passthrough", "etl-gate", "quix", "kcat", "native")
 LATENCY_MODES = ("passthrough", "etl-gate", "quix", "native")
 
@@ -264,6 +266,9 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
                                    native, pt))
     if native and gate:
         summary.append(_ratio_line("gate/native", runs, gate, native))
+    native_nh = meds.get("native-no-headers")
+    if native_nh and pt:
+        summary.append(_ratio_line("native-no-headers/passthrough", runs, native_nh, pt))
     nostats = meds.get("gate-no-stats")
     if gate and nostats:
         summary.append(
@@ -329,15 +334,22 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
             f"settings; consumer `{'`, `'.join(KCAT_CONSUMER + [f'{k}={v}' for k, v in a.kcat_opt])}`"
             ": no fetch back-off); done when the output holds N messages (kcat keeps no group "
             "offsets)")
-    if "native" in modes:
+    if {"native", "native-no-headers"} & set(modes) or any(x.mode == "native" for x in lats):
+        import _native
+
+        lib = _native.bundled_librdkafka()
         mode_lines.append(
-            f"- native: {a.workers} processes of `bench/native_gate.c` (C, Debian's librdkafka, "
-            "gcc -O2) in one group: the gate's decisions (JSON validated, allow-list table, SPEC "
+            f"- native: {a.workers} processes of `bench/native_gate.c` (C, gcc -O2, librdkafka "
+            f"{_native.librdkafka_version(_native.build())}"
+            + (" (confluent-kafka's bundled copy, as the Python modes)" if lib else
+               " (the system's)")
+            + ") in one group: the gate's decisions (JSON validated, allow-list table, SPEC "
             "sampling), headers, topics and partitions, at-least-once (flush, then commit, every "
             "commit interval and on revoke), no control plane or statistics; the gate's client "
-            "settings, the kcat consumer's queue settings (librdkafka 2.0.2 has no "
-            "fetch.queue.backoff.ms); outputs checked per topic against the Python core; stopped "
-            "with SIGTERM once committed")
+            "settings" + ("" if lib else " with the kcat consumer's queue settings (a librdkafka "
+                          "before 2.2 has no fetch.queue.backoff.ms)")
+            + "; outputs checked per topic against the Python core; stopped with SIGTERM once "
+            "committed")
     lines = _common.section_header(title) + [
         *_common.machine_lines(),
         *([software_line()] if software_line() else []),
@@ -495,6 +507,7 @@ RUNNERS: dict[str, Callable[[Setup, int, list[Any]], Run]] = {
     "quix": run_quix,
     "kcat": run_kcat,
     "native": run_native,
+    "native-no-headers": lambda setup, k, live: run_native(setup, k, live, tag_headers=False),
 }
 
 
@@ -518,7 +531,8 @@ def check_tools(args: argparse.Namespace, modes: list[str]) -> None:
     if "kcat" in modes and shutil.which(args.kcat) is None:
         raise SystemExit(f"{args.kcat} not found: `apt-get install -y kcat` "
                          "(or scripts/kcat.sh install), or leave kcat out of --modes")
-    if "native" in modes or (not args.no_latency and "native" in args.latency_modes):
+    if {"native", "native-no-headers"} & set(modes) or (
+            not args.no_latency and "native" in args.latency_modes):
         import _native
 
         try:
