@@ -41,16 +41,38 @@ def test_no_round_with_samples_gives_no_figures() -> None:
 
 
 def test_a_mode_that_only_queues_runs_one_round() -> None:
-    latency_schedule = bench_module("throughput").latency_schedule
+    throughput = bench_module("throughput")
     runs = []
     for mode, seconds in (("etl-gate", 10.0), ("quix", 50.0)):  # 200k and 40k events/s
         r = bench_module("_harness").Run(mode, 0, 2_000_000)
         r.elapsed_s = seconds
         runs.append(r)
     plan = [("etl-gate", 100_000.0), ("quix", 100_000.0), ("quix", 20_000.0)]
-    assert latency_schedule(plan, 3, runs) == [
+    first: dict = {}
+    schedule = throughput.latency_schedule(plan, 3, runs, first)
+    got = []
+    for k, mode, rate in schedule:
+        got.append((k, mode, rate))
+        if k == 0:  # round 1's results, as main() records them while the schedule runs
+            p50 = 2_000.0 if (mode, rate) == ("quix", 100_000.0) else 8.0
+            first[(mode, rate)] = latency.Latency(mode, rate, p50=p50)
+    assert got == [
         (0, "etl-gate", 100_000.0), (0, "quix", 100_000.0), (0, "quix", 20_000.0),
         (1, "etl-gate", 100_000.0), (1, "quix", 20_000.0),
         (2, "etl-gate", 100_000.0), (2, "quix", 20_000.0)]
     # No throughput run to judge by (--latency-rate alone): every round runs.
-    assert len(latency_schedule(plan, 2, [])) == 6
+    assert len(list(throughput.latency_schedule(plan, 2, [], first))) == 6
+
+
+def test_a_slow_maximum_alone_does_not_drop_a_mode() -> None:
+    """A token throughput run's start-up-bound maximum (here 20k events/s) is below the
+    offered rate, but round 1 did not queue (p50 38 ms): every round runs."""
+    throughput = bench_module("throughput")
+    r = bench_module("_harness").Run("etl-gate", 0, 20_000)
+    r.elapsed_s = 1.0
+    first = {("etl-gate", 143_000.0): latency.Latency("etl-gate", 143_000.0, p50=38.0)}
+    got = list(throughput.latency_schedule([("etl-gate", 143_000.0)], 3, [r], first))
+    assert [k for k, _mode, _rate in got] == [0, 1, 2]
+    first[("etl-gate", 143_000.0)].p50 = 900.0  # it did queue: round 1 only
+    got = list(throughput.latency_schedule([("etl-gate", 143_000.0)], 3, [r], first))
+    assert [k for k, _mode, _rate in got] == [0]
