@@ -25,8 +25,9 @@
  *     dry and before partitions are revoked, the producer is flushed, then the
  *     consumer's positions are committed.
  * Known differences from the Python core, none reached by generated data: a
- * float app id or a non-string sample key whose orjson text differs from its
- * input text (1E2, 1.50, objects with spaces), lone surrogates in \u escapes.
+ * numeric app id or a non-string sample key whose orjson text differs from its
+ * input text (-0, 1E2, 1.50, integers beyond 64 bits, objects with spaces),
+ * lone surrogates in \u escapes.
  *
  * Usage:
  *   native_gate version                                 # the librdkafka it runs with
