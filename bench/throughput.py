@@ -545,7 +545,7 @@ def check_tools(args: argparse.Namespace, modes: list[str]) -> None:
         try:
             _native.build()
         except _native.NativeUnavailable as e:
-            raise SystemExit(f"{e}\nor leave native out of --modes") from None
+            raise SystemExit(f"{e}\nor leave native out of --modes and --latency-modes") from None
     if "quix" in modes or (not args.no_latency and "quix" in args.latency_modes):
         from importlib.util import find_spec
 
