@@ -18,11 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from _rules import compile_rules
+
 from etl_gate.core.decide import rate_text
 
 SOURCE = Path(__file__).resolve().with_name("native_gate.c")
 BUILD_DIR = Path(tempfile.gettempdir()) / "etl-gate-native"
-_PRIORITIES = ("P0", "P1", "P2")
 INSTALL_HINT = "scripts/native.sh install (apt-get install -y gcc librdkafka-dev)"
 
 
@@ -77,20 +78,11 @@ def librdkafka_version(binary: Path) -> str:
 def rules_tsv(rules: dict[str, Any]) -> str:
     """One line per rule: app, event, priority (-1 offline), sample threshold (-1: not
     sampled), the rule's sample key or "", the sample-rate header's text."""
-    if any(s.get("mode", "enforce") != "enforce" for s in rules.get("apps", {}).values()):
-        raise ValueError("native_gate: monitor-mode apps are not implemented")
     lines = []
-    for r in rules["rules"]:
-        if r.get("max_rate") is not None:
-            raise ValueError("native_gate: rate caps are not implemented")
-        key = r.get("sample_key") or ""
-        if "." in key:
-            raise ValueError("native_gate: dotted sample keys are not implemented")
-        app, event = str(r["app"]), r["event"]
+    for (app, event), r in compile_rules(rules, "native_gate").items():
+        key = r.keys[0] if r.keys else ""
         if any(c in x for x in (app, event, key) for c in "\t\n\0"):
             raise ValueError(f"native_gate: a tab, newline or NUL in rule {app}/{event}")
-        rate = float(r.get("sample_rate", 1.0))
-        prio = -1 if r.get("state", "active") == "offline" else _PRIORITIES.index(r.get("priority", "P1"))
-        thresh = int(rate * 4294967296) if rate < 1.0 else -1
-        lines.append(f"{app}\t{event}\t{prio}\t{thresh}\t{key}\t{rate_text(rate).decode()}\n")
+        thresh = -1 if r.threshold is None else r.threshold
+        lines.append(f"{app}\t{event}\t{r.priority}\t{thresh}\t{key}\t{rate_text(r.rate).decode()}\n")
     return "".join(lines)

@@ -53,37 +53,18 @@ from typing import Any
 
 import mmh3
 import orjson
+from _rules import compile_rules
 from quixstreams import Application
 
-_PRIORITIES = ("P0", "P1", "P2")
 _SKIPPED = 0
-
-
-Rule = tuple[int, int | None, tuple[str, ...] | None]
-
-
-def compile_rules(rules: dict[str, Any]) -> dict[tuple[str, str], Rule]:
-    """(app, event) -> (priority index or -1 for offline, sample threshold or None, key fields or
-    None for the default ones)."""
-    if any(s.get("mode", "enforce") != "enforce" for s in rules.get("apps", {}).values()):
-        raise SystemExit("quix_app: monitor-mode apps are not implemented")
-    table: dict[tuple[str, str], Rule] = {}
-    for r in rules["rules"]:
-        if r.get("max_rate") is not None:
-            raise SystemExit("quix_app: rate caps are not implemented")
-        key = r.get("sample_key")
-        if key is not None and "." in key:
-            raise SystemExit("quix_app: dotted sample keys are not implemented")
-        rate = float(r.get("sample_rate", 1.0))
-        prio = -1 if r.get("state", "active") == "offline" else _PRIORITIES.index(r.get("priority", "P1"))
-        table[(str(r["app"]), r["event"])] = (
-            prio, int(rate * 4294967296) if rate < 1.0 else None, (key,) if key else None)
-    return table
 
 
 def main() -> None:
     conf = orjson.loads(Path(sys.argv[1]).read_bytes())
-    table = compile_rules(orjson.loads(Path(conf["rules"]).read_bytes()))
+    try:
+        table = compile_rules(orjson.loads(Path(conf["rules"]).read_bytes()), "quix_app")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     seed = conf["seed"]
     default_keys = tuple(conf["sample_keys"])
 
@@ -132,7 +113,7 @@ def main() -> None:
             return False  # unregistered: dropped (enforce)
         if rule is dlq:
             return True
-        prio, thresh, keys = rule
+        prio, thresh, keys, _rate = rule
         if prio < 0:
             return False  # offline: blocked
         if thresh is not None:

@@ -62,6 +62,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import _common
+import _native
 import latency
 from _harness import POLL_S, ROOT, Run, Setup, delete_topics, preload
 from _modes import (
@@ -83,6 +84,7 @@ MODES = ("passthrough", "etl-gate", "quix", "kcat", "native", "gate-no-stats", "
          "native-no-headers")
 DEFAULT_MODES = ("passthrough", "etl-gate", "quix", "kcat", "native")
 LATENCY_MODES = ("passthrough", "etl-gate", "quix", "native")
+NATIVE_MODES = {"native", "native-no-headers"}  # bench/native_gate.c: need a C build
 
 
 
@@ -309,7 +311,7 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
               f"same machine, 512 MiB heap, {setup.broker.threads()})" if setup.broker.own
               else f"given: {a.bootstrap}")
     title = ("Kafka side by side: " + ", ".join(modes) + " (bench/throughput.py)"
-             if {"quix", "kcat", "native"} & set(modes) or lats
+             if {"quix", "kcat"} & set(modes) or NATIVE_MODES & set(modes) or lats
              else "Kafka throughput, etl-gate vs passthrough (bench/throughput.py)")
     mode_lines = []
     if "quix" in modes or any(x.mode == "quix" for x in lats):
@@ -327,9 +329,7 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
             f"settings; consumer `{'`, `'.join(KCAT_CONSUMER + [f'{k}={v}' for k, v in a.kcat_opt])}`"
             ": no fetch back-off); done when the output holds N messages (kcat keeps no group "
             "offsets)")
-    if {"native", "native-no-headers"} & set(modes) or any(x.mode == "native" for x in lats):
-        import _native
-
+    if NATIVE_MODES & set(modes) or any(x.mode == "native" for x in lats):
         lib = _native.bundled_librdkafka()
         mode_lines.append(
             f"- native: {a.workers} processes of `bench/native_gate.c` (C, gcc -O2, librdkafka "
@@ -338,9 +338,10 @@ def report(setup: Setup, runs: list[Run], started: float, lats: list[latency.Lat
                " (the system's)")
             + ") in one group: the gate's decisions (JSON validated, allow-list table, SPEC "
             "sampling), headers, topics and partitions, at-least-once (flush, then commit, every "
-            "commit interval and on revoke), no control plane or statistics; the gate's client "
-            "settings" + ("" if lib else " with the kcat consumer's queue settings (a librdkafka "
-                          "before 2.2 has no fetch.queue.backoff.ms)")
+            "commit interval, when the input runs dry and on revoke), no control plane or "
+            "statistics; the gate's client settings"
+            + ("" if lib else " with the kcat consumer's queue settings (a librdkafka "
+               "before 2.2 has no fetch.queue.backoff.ms)")
             + "; outputs checked per topic against the Python core; stopped with SIGTERM once "
             "committed")
     lines = _common.section_header(title) + [
@@ -538,10 +539,7 @@ def check_tools(args: argparse.Namespace, modes: list[str]) -> None:
     if "kcat" in modes and shutil.which(args.kcat) is None:
         raise SystemExit(f"{args.kcat} not found: `apt-get install -y kcat` "
                          "(or scripts/kcat.sh install), or leave kcat out of --modes")
-    if {"native", "native-no-headers"} & set(modes) or (
-            not args.no_latency and "native" in args.latency_modes):
-        import _native
-
+    if NATIVE_MODES & set(modes) or (not args.no_latency and "native" in args.latency_modes):
         try:
             _native.build()
         except _native.NativeUnavailable as e:
