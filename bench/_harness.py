@@ -92,7 +92,7 @@ class Setup:
 
     def write_config(self, name: str, group: str, out_prefix: str,
                      stats: bool = True, input_topic: str | None = None,
-                     tag_headers: bool = True) -> GateConfig:
+                     tag_headers: bool = True, engine: str = "python") -> GateConfig:
         """A gate config with the defaults of config/gate.toml, but its own group, outputs,
         control-plane port and state dir."""
         path = self.workdir / f"{name}.toml"
@@ -104,6 +104,7 @@ log_level = "INFO"
 bootstrap_servers = "{self.bootstrap}"
 group_id = "{group}"
 input_topic = "{input_topic or self.input_topic}"
+engine = "{engine}"
 consumer = {_inline_table(self.args.consumer_opt)}
 producer = {_inline_table(self.args.producer_opt)}
 {_assignments(getattr(self.args, "gate_kafka_opt", []))}

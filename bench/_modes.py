@@ -252,12 +252,12 @@ def log_problems(path: Path, pattern: re.Pattern[str], run: Run) -> None:
 def start_gate(setup: Setup, name: str, live: list[Any], stats: bool = True,
                max_events: int = 0, input_topic: str | None = None, tag_headers: bool = True,
                make_topics: Callable[[list[str]], None] | None = None,
-               on_start: Callable[[], None] = lambda: None) -> Launch:
+               on_start: Callable[[], None] = lambda: None, engine: str = "python") -> Launch:
     """``max_events``: the gate exits by itself after that many; 0: stop() sends SIGTERM
     (the gate drains and exits)."""
     group, out = f"{setup.prefix}-{name}", f"{setup.prefix}.{name}"
     cfg = setup.write_config(name, group, out, stats=stats, input_topic=input_topic,
-                             tag_headers=tag_headers)
+                             tag_headers=tag_headers, engine=engine)
     t = cfg.topics
     outputs = [*t.priority_topics, t.dlq]
     if make_topics is not None:
@@ -281,25 +281,29 @@ def start_gate(setup: Setup, name: str, live: list[Any], stats: bool = True,
     def stopper(launch: Launch, run: Run) -> None:
         _wait_popen(proc, "gate", run, 120, terminate_first=not max_events)
 
-    return Launch(gate_mode(stats, tag_headers), group, outputs, [proc], pids,
+    return Launch(gate_mode(stats, tag_headers, engine), group, outputs, [proc], pids,
                   stopper, {"log": log_path, "out": out_path})
 
 
-def gate_mode(stats: bool = True, tag_headers: bool = True) -> str:
-    """The mode name of a gate variant: etl-gate (the defaults), gate-no-stats
+def gate_mode(stats: bool = True, tag_headers: bool = True, engine: str = "python") -> str:
+    """The mode name of a gate variant: etl-gate (the defaults), gate-native
+    (kafka.engine = "native": the C fast path), gate-no-stats
     (observe.stats_enabled = false), gate-no-headers (tag.headers = false)."""
+    if engine == "native":
+        return "gate-native"
     return "etl-gate" if stats and tag_headers else "gate-no-stats" if tag_headers else "gate-no-headers"
 
 
 def run_gate(setup: Setup, k: int, live: list[Any], stats: bool = True,
-             tag_headers: bool = True) -> Run:
-    mode = gate_mode(stats, tag_headers)
+             tag_headers: bool = True, engine: str = "python") -> Run:
+    mode = gate_mode(stats, tag_headers, engine)
     run = Run(mode, k, setup.n)
-    name = {"etl-gate": "gate", "gate-no-stats": "gatens", "gate-no-headers": "gatenh"}[mode] + str(k)
+    name = {"etl-gate": "gate", "gate-no-stats": "gatens", "gate-no-headers": "gatenh",
+            "gate-native": "gatenat"}[mode] + str(k)
     t0_outputs = [f"{setup.prefix}.{name}.{x}" for x in ("p0", "p1", "p2", "dlq")]
     meter = Meter(setup, f"{setup.prefix}-{name}", t0_outputs, run)
     launch = start_gate(setup, name, live, stats=stats, max_events=setup.n, on_start=meter.start,
-                        tag_headers=tag_headers)
+                        tag_headers=tag_headers, engine=engine)
     meter.wait_committed(alive=launch.alive, pids=launch.pids, timeout_s=setup.args.run_timeout)
     launch.stop(run, live)
     meter.finish()
@@ -323,7 +327,7 @@ def run_gate(setup: Setup, k: int, live: list[Any], stats: bool = True,
 
 def start_quix(setup: Setup, name: str, live: list[Any], input_topic: str | None = None,
                make_topics: Callable[[list[str]], None] | None = None,
-               on_start: Callable[[], None] = lambda: None) -> Launch:
+               on_start: Callable[[], None] = lambda: None, engine: str = "python") -> Launch:
     """W processes of bench/quix_app.py in one consumer group; stop() sends SIGTERM, on
     which Quix commits its last checkpoint and exits."""
     args, cfg = setup.args, setup.cfg
@@ -617,8 +621,9 @@ def run_latency(setup: Setup, mode: str, rate: float, live: list[Any],
     make([in_topic])
     if mode == "passthrough":
         launch = start_passthrough(setup, name, live, input_topic=in_topic, make_topics=make)
-    elif mode == "etl-gate":
-        launch = start_gate(setup, name, live, input_topic=in_topic, make_topics=make)
+    elif mode in ("etl-gate", "gate-native"):
+        launch = start_gate(setup, name, live, input_topic=in_topic, make_topics=make,
+                            engine="native" if mode == "gate-native" else "python")
     elif mode == "native":
         launch = start_native(setup, name, live, input_topic=in_topic, make_topics=make)
     else:

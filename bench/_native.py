@@ -23,6 +23,8 @@ from _rules import compile_rules
 from etl_gate.core.decide import rate_text
 
 SOURCE = Path(__file__).resolve().with_name("native_gate.c")
+# The JSON reader it shares with the gate's own C fast path.
+HEADER_DIR = Path(__file__).resolve().parent.parent / "etl_gate" / "fastpath"
 BUILD_DIR = Path(tempfile.gettempdir()) / "etl-gate-native"
 INSTALL_HINT = "scripts/native.sh install (apt-get install -y gcc librdkafka-dev)"
 
@@ -51,7 +53,8 @@ def build(dest_dir: Path = BUILD_DIR) -> Path:
     lib = bundled_librdkafka()
     link = ([f"-L{lib.parent}", f"-l:{lib.name}", f"-Wl,-rpath,{lib.parent}"] if lib
             else ["-lrdkafka"])
-    digest = hashlib.sha256(SOURCE.read_bytes() + str(lib).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(SOURCE.read_bytes() + (HEADER_DIR / "gate_json.h").read_bytes()
+                            + str(lib).encode()).hexdigest()[:12]
     out = dest_dir / f"native_gate-{digest}"
     if out.exists():
         return out
@@ -60,7 +63,7 @@ def build(dest_dir: Path = BUILD_DIR) -> Path:
         raise NativeUnavailable(f"no C compiler: {INSTALL_HINT}")
     dest_dir.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}")  # two builds at once: each its own file
-    r = subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(SOURCE), *link],
+    r = subprocess.run([cc, "-O2", "-Wall", f"-I{HEADER_DIR}", "-o", str(tmp), str(SOURCE), *link],
                        capture_output=True, text=True)
     if r.returncode != 0:
         raise NativeUnavailable(f"native_gate.c did not build ({INSTALL_HINT}):\n"

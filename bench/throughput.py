@@ -80,10 +80,12 @@ from confluent_kafka import KafkaException
 # false), to measure what observability costs (issue 4: at most 10%).
 # "gate-no-headers": the gate with tag.headers = false (SPEC section 4), to
 # measure what the tag headers cost (confluent-kafka converts them per produce).
-MODES = ("passthrough", "etl-gate", "quix", "kcat", "native", "gate-no-stats", "gate-no-headers",
-         "native-no-headers")
-DEFAULT_MODES = ("passthrough", "etl-gate", "quix", "kcat", "native")
-LATENCY_MODES = ("passthrough", "etl-gate", "quix", "native")
+# "gate-native": the gate with kafka.engine = "native" (etl_gate/fastpath: the
+# common events decided and produced in C, everything else as etl-gate).
+MODES = ("passthrough", "etl-gate", "gate-native", "quix", "kcat", "native", "gate-no-stats",
+         "gate-no-headers", "native-no-headers")
+DEFAULT_MODES = ("passthrough", "etl-gate", "gate-native", "quix", "kcat", "native")
+LATENCY_MODES = ("passthrough", "etl-gate", "gate-native", "quix", "native")
 NATIVE_MODES = {"native", "native-no-headers"}  # bench/native_gate.c: need a C build
 
 
@@ -498,6 +500,7 @@ RUNNERS: dict[str, Callable[[Setup, int, list[Any]], Run]] = {
     "etl-gate": lambda setup, k, live: run_gate(setup, k, live, stats=True),
     "gate-no-stats": lambda setup, k, live: run_gate(setup, k, live, stats=False),
     "gate-no-headers": lambda setup, k, live: run_gate(setup, k, live, tag_headers=False),
+    "gate-native": lambda setup, k, live: run_gate(setup, k, live, engine="native"),
     "quix": run_quix,
     "kcat": run_kcat,
     "native": run_native,

@@ -39,6 +39,10 @@ class KafkaConfig:
     commit_interval_ms: int = 1000
     linger_ms: int = 5
     compression: str = "lz4"
+    # "native": the common events are decided and produced by the C fast path
+    # (etl_gate/fastpath; built on first use, needs a C compiler and
+    # librdkafka's headers); "python": every event in Python.
+    engine: str = "python"
     # Extra librdkafka settings, passed through as they are.
     consumer: dict[str, Any] = field(default_factory=dict)
     producer: dict[str, Any] = field(default_factory=dict)
@@ -257,6 +261,7 @@ def _validate(cfg: GateConfig) -> None:
     check(bool(k.group_id), "kafka.group_id: required")
     check(bool(k.input_topic), "kafka.input_topic: required")
     check(k.batch_size >= 1, "kafka.batch_size: must be >= 1")
+    check(k.engine in ("python", "native"), "kafka.engine: must be \"python\" or \"native\"")
     check(k.batch_timeout_ms >= 0, "kafka.batch_timeout_ms: must be >= 0")
     check(k.max_inflight_batches >= 1, "kafka.max_inflight_batches: must be >= 1")
     check(k.session_timeout_ms >= 1000, "kafka.session_timeout_ms: must be >= 1000")

@@ -33,6 +33,23 @@ def new_row() -> list[int]:
     return row
 
 
+def merge_rows(stats: dict[str, dict[str, list[int]]],
+               rows: list[tuple[str, str, list[int]]]) -> None:
+    """Adds (app, event, row) statistics (the C fast path's) into ``stats``."""
+    for app, event, row in rows:
+        events = stats.get(app)
+        if events is None:
+            events = stats[app] = {}
+        cur = events.get(event)
+        if cur is None:
+            events[event] = row
+            continue
+        for i in range(PRIO):
+            cur[i] += row[i]
+        if row[PRIO] >= 0:
+            cur[PRIO] = row[PRIO]
+
+
 class WorkerTelemetry:
     def __init__(self, worker: int, queue: Any, interval_s: float = 1.0,
                  clock: Any = time.monotonic) -> None:

@@ -22,12 +22,13 @@ from ..config import GateConfig
 from ..control.model import WorkerState
 from ..core import MALFORMED, OUTCOMES, PRIORITIES, FieldTagger
 from ..core.surge import SurgeGuard
+from ..fastpath import FastpathUnavailable, FastpathUnsupported, build_table, check_settings, load
 from ..rules_source import RulesHolder
 from .clients import consumer_config, producer_config
 from .collector import tune_for_batches
 from .ledger import Checkpoints
 from .rules_feed import RulesFeed
-from .telemetry import PRIO, WorkerTelemetry, new_row
+from .telemetry import PRIO, WorkerTelemetry, merge_rows, new_row
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,14 @@ class Worker:
         self.input_topic = cfg.kafka.input_topic
         self.checkpoints = Checkpoints()
         self.consumer: Consumer | None = None
-        self.producer: Producer | None = None
+        self.producer: Any = None  # confluent_kafka.Producer, or the fast path's
         self._last_commit = 0.0
+        # kafka.engine = "native": the C fast path routes the common events
+        # (etl_gate/fastpath); its table follows the decider in force.
+        self.native = False
+        self._table: Any = None
+        self._table_of: Any = None  # the decider the table was built from
+        self._guarded: Any = None  # the surge table the table's guards follow
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -103,10 +110,12 @@ class Worker:
         self._set_state(WorkerState.STARTING)
         self.counters[C_LAG] = -1
         self.feed.start()
-        self.producer = Producer({**producer_config(self.cfg, self.index),
-                                  # One callback, for failed deliveries only (ledger.py).
-                                  "on_delivery": self.checkpoints.on_delivery_error,
-                                  "delivery.report.only.error": True})
+        self.producer = self._native_producer() if self.cfg.kafka.engine == "native" else None
+        if self.producer is None:
+            self.producer = Producer({**producer_config(self.cfg, self.index),
+                                      # One callback, for failed deliveries only (ledger.py).
+                                      "on_delivery": self.checkpoints.on_delivery_error,
+                                      "delivery.report.only.error": True})
         self._set_state(WorkerState.WAITING)
         self._partitions = self._output_partitions()
         # A gate that has no rules yet does not consume: its events wait in Kafka.
@@ -119,14 +128,34 @@ class Worker:
                                   "on_commit": self._on_commit})
         self.consumer.subscribe([self.input_topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
-        log.info("worker %d consuming %s (rules version %s)", self.index, self.input_topic,
-                 self.holder.version)
+        log.info("worker %d consuming %s (rules version %s, engine %s)", self.index,
+                 self.input_topic, self.holder.version, "native" if self.native else "python")
         self._set_state(WorkerState.RUNNING)
         try:
             self._loop()
         finally:
             self._set_state(WorkerState.STOPPING)
             self._shutdown()
+
+    def _native_producer(self) -> Any:
+        """The fast path's producer, or None (logged) where it cannot run: the
+        worker then routes every event in Python, as with engine "python"."""
+        try:
+            check_settings(self.cfg.decision_settings(), self.cfg.tag.field)
+            fp = load()
+        except (FastpathUnavailable, FastpathUnsupported) as e:
+            log.warning("worker %d: kafka.engine native unavailable, using python: %s",
+                        self.index, e)
+            return None
+        self.native = True
+        failed = self.checkpoints.on_delivery_error
+
+        def on_error(code: int, reason: str, topic: str, value: bytes | None,
+                     key: bytes | None, ts: int) -> None:
+            # As confluent-kafka reports a failed delivery (ledger.py).
+            failed(KafkaError(code, reason), FailedOutput(topic, value, key, ts))
+
+        return fp.Producer(producer_config(self.cfg, self.index), on_error)
 
     def _loop(self) -> None:
         assert self.consumer is not None and self.producer is not None
@@ -167,6 +196,7 @@ class Worker:
                 poll(0.05)  # backpressure: wait for the broker to acknowledge
                 self._settle()
             if self.telemetry.due():
+                self._drain_table()
                 lag = self._input_lag()
                 self.counters[C_LAG] = sum(lag.values()) if lag is not None else -1
                 self.telemetry.flush(lag or {}, len(self.producer), self.holder.version or 0)
@@ -201,10 +231,12 @@ class Worker:
         counts: list[int] = []
         while self.running:
             try:
-                md = self.producer.list_topics(timeout=5.0)
-                missing = [n for n in names if n not in md.topics or md.topics[n].error]
+                found = self._partition_counts(names)
+                missing = [n for n, c in zip(names, found, strict=True) if c is None]
                 if not missing:
-                    counts = [len(md.topics[n].partitions) for n in names]
+                    counts = [c for c in found if c is not None]
+                    if self.native:
+                        self.producer.set_outputs([*names, None][:5], [*counts, 1][:5])
                     return counts
                 log.warning("worker %d: output topics %s missing (run `etl-gate topics`); "
                             "waiting", self.index, missing)
@@ -213,6 +245,15 @@ class Worker:
             time.sleep(1.0)
         return counts
 
+    def _partition_counts(self, names: list[str]) -> list[int | None]:
+        """Each topic's partition count (None: missing); KafkaException when
+        the broker cannot be reached."""
+        if self.native:
+            return self.producer.partition_counts(names, 5.0)  # type: ignore[no-any-return]
+        md = self.producer.list_topics(timeout=5.0)
+        return [len(md.topics[n].partitions) if n in md.topics and not md.topics[n].error
+                else None for n in names]
+
     def _shutdown(self) -> None:
         """Drain: every produced output acknowledged, safe offsets committed."""
         if self.consumer is not None:
@@ -220,6 +261,8 @@ class Worker:
             self.consumer.close()
         elif self.producer is not None:
             self.producer.flush(60.0)
+        if self.native:
+            self.producer.close()
         log.info("worker %d stopped", self.index)
 
     # -- per batch ---------------------------------------------------------
@@ -228,6 +271,27 @@ class Worker:
         started = time.perf_counter()
         decider = self.holder.decider  # one version decides the whole batch
         assert decider is not None and self.producer is not None
+        last: dict[int, Any] = {}
+        if self.native:
+            table = self._table_for(decider)
+            route = self.producer.route
+            i, n = 0, len(msgs)
+            while i < n:
+                # C routes up to the first event it leaves to Python (see
+                # fastpath/_fastpath.c); Python routes that one, in order.
+                i = route(msgs, i, table, last)
+                if i < n:
+                    self._route_events(msgs[i:i + 1], decider, last)
+                    i += 1
+            self._count_native()
+        else:
+            self._route_events(msgs, decider, last)
+        self.checkpoints.note({p: m.offset() + 1 for p, m in last.items()}, msgs)
+        self.telemetry.observe_batch(time.perf_counter() - started, int(time.time() * 1000), msgs)
+
+    def _route_events(self, msgs: list[Any], decider: Any, last: dict[int, Any]) -> None:
+        """Decides and routes msgs in Python; last[partition]: the last message
+        of each partition."""
         decide = decider.decide
         seen = decider.seen
         produce: Callable[..., None] = self.producer.produce
@@ -235,9 +299,6 @@ class Worker:
         tagger = self.tagger
         counts = [0] * N_OUT
         nparts = self._partitions
-        # The last message of each partition: its offset is read once per
-        # batch, not per event.
-        last: dict[int, Any] = {}
         tel = self.telemetry
         stats = tel.stats if self.stats_on else None
         out_bytes, out_events = tel.out_bytes, tel.out_events
@@ -313,7 +374,6 @@ class Worker:
                 quarantined += 1
                 out_events[4] += 1
                 out_bytes[4] += size
-        self.checkpoints.note({p: m.offset() + 1 for p, m in last.items()}, msgs)
         c = self.counters
         for i in range(N_OUT):
             if counts[i]:
@@ -323,7 +383,43 @@ class Worker:
         c[C_DLQ] += dlq
         c[C_QUARANTINE] += quarantined
         c[C_BYTES_IN] += nbytes
-        tel.observe_batch(time.perf_counter() - started, int(time.time() * 1000), msgs)
+
+    # -- the C fast path ---------------------------------------------------
+
+    def _table_for(self, decider: Any) -> Any:
+        """The C table of the decider in force, built when the rules change
+        (the statistics of the table it replaces are kept first)."""
+        if decider is not self._table_of:
+            self._drain_table()
+            self._table = build_table(decider, stats=self.stats_on)
+            self._table_of = decider
+            self._guarded = None
+        if self.surge.table is not self._guarded:
+            self._guarded = self.surge.table
+            self._table.guard(list(self._guarded))  # guarded events take the Python path
+        return self._table
+
+    def _count_native(self) -> None:
+        """What the C loop routed since the last call, into the worker's counters."""
+        n, nbytes, outcomes, out_events, out_bytes = self.producer.counts()
+        c = self.counters
+        for i in range(N_OUT):
+            if outcomes[i]:
+                c[i] += outcomes[i]
+        c[C_IN] += n
+        c[C_ROUTED] += out_events[0] + out_events[1] + out_events[2]
+        c[C_DLQ] += out_events[3]
+        c[C_QUARANTINE] += out_events[4]
+        c[C_BYTES_IN] += nbytes
+        tel = self.telemetry
+        for i in range(5):
+            tel.out_events[i] += out_events[i]
+            tel.out_bytes[i] += out_bytes[i]
+
+    def _drain_table(self) -> None:
+        """The C table's per-(app, event) statistics into this interval's."""
+        if self._table is not None and self.stats_on:
+            merge_rows(self.telemetry.stats, self._table.drain())
 
     def _produce(self, produce: Callable[..., None], topic: str, partition: int, value: bytes,
                  key: Any, headers: Any, ts: int) -> None:
@@ -488,6 +584,28 @@ class Worker:
         # from the last commit (duplicates, never loss).
         self.checkpoints.forget({p.partition for p in partitions})
         log.warning("worker %d lost %s", self.index, sorted(p.partition for p in partitions))
+
+
+class FailedOutput:
+    """A failed delivery of the fast path's producer, with the methods of the
+    confluent_kafka.Message that _on_failures reads."""
+
+    __slots__ = ("_topic", "_value", "_key", "_ts")
+
+    def __init__(self, topic: str, value: bytes | None, key: bytes | None, ts: int) -> None:
+        self._topic, self._value, self._key, self._ts = topic, value, key, ts
+
+    def topic(self) -> str:
+        return self._topic
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)  # TIMESTAMP_CREATE_TIME
 
 
 def worker_main(cfg: GateConfig, index: int, conn: Any, counters: Any, rate_share: float,

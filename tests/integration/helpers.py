@@ -71,6 +71,8 @@ class GateEnv:
     partitions: int = 4
     extra_toml: str = ""
     rules_file: bool = True  # False: rules come only from control-plane pushes
+    # kafka.engine: scripts/test.sh runs the gate's tests with both.
+    engine: str = field(default_factory=lambda: os.environ.get("ETL_GATE_TEST_ENGINE", "python"))
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -100,6 +102,7 @@ input_topic = "{self.prefix}.raw"
 session_timeout_ms = 6000
 batch_size = 500
 commit_interval_ms = 200
+engine = "{self.engine}"
 [topics]
 p0 = "{self.prefix}.p0"
 p1 = "{self.prefix}.p1"

@@ -61,6 +61,7 @@ def routed(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
     finally:
         env.stop_all()
     assert env.procs[0].returncode == 0, env.logs()
+    assert f"engine {env.engine})" in env.logs()  # the engine asked for is the one that ran
     outs = env.read()
     raw = env.read([env.cfg.kafka.input_topic])
     return env, events, outs, raw, expected_by_replay(env, events, tmp)
