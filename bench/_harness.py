@@ -92,7 +92,7 @@ class Setup:
 
     def write_config(self, name: str, group: str, out_prefix: str,
                      stats: bool = True, input_topic: str | None = None,
-                     tag_headers: bool = True, engine: str = "python") -> GateConfig:
+                     tag_headers: bool = True, engine: str = "native") -> GateConfig:
         """A gate config with the defaults of config/gate.toml, but its own group, outputs,
         control-plane port and state dir."""
         path = self.workdir / f"{name}.toml"

@@ -252,7 +252,7 @@ def log_problems(path: Path, pattern: re.Pattern[str], run: Run) -> None:
 def start_gate(setup: Setup, name: str, live: list[Any], stats: bool = True,
                max_events: int = 0, input_topic: str | None = None, tag_headers: bool = True,
                make_topics: Callable[[list[str]], None] | None = None,
-               on_start: Callable[[], None] = lambda: None, engine: str = "python") -> Launch:
+               on_start: Callable[[], None] = lambda: None, engine: str = "native") -> Launch:
     """``max_events``: the gate exits by itself after that many; 0: stop() sends SIGTERM
     (the gate drains and exits)."""
     group, out = f"{setup.prefix}-{name}", f"{setup.prefix}.{name}"
@@ -285,21 +285,21 @@ def start_gate(setup: Setup, name: str, live: list[Any], stats: bool = True,
                   stopper, {"log": log_path, "out": out_path})
 
 
-def gate_mode(stats: bool = True, tag_headers: bool = True, engine: str = "python") -> str:
-    """The mode name of a gate variant: etl-gate (the defaults), gate-native
-    (kafka.engine = "native": the C fast path), gate-no-stats
+def gate_mode(stats: bool = True, tag_headers: bool = True, engine: str = "native") -> str:
+    """The mode name of a gate variant: etl-gate (the defaults), gate-python
+    (kafka.engine = "python": every event in Python), gate-no-stats
     (observe.stats_enabled = false), gate-no-headers (tag.headers = false)."""
-    if engine == "native":
-        return "gate-native"
+    if engine == "python":
+        return "gate-python"
     return "etl-gate" if stats and tag_headers else "gate-no-stats" if tag_headers else "gate-no-headers"
 
 
 def run_gate(setup: Setup, k: int, live: list[Any], stats: bool = True,
-             tag_headers: bool = True, engine: str = "python") -> Run:
+             tag_headers: bool = True, engine: str = "native") -> Run:
     mode = gate_mode(stats, tag_headers, engine)
     run = Run(mode, k, setup.n)
     name = {"etl-gate": "gate", "gate-no-stats": "gatens", "gate-no-headers": "gatenh",
-            "gate-native": "gatenat"}[mode] + str(k)
+            "gate-python": "gatepy"}[mode] + str(k)
     t0_outputs = [f"{setup.prefix}.{name}.{x}" for x in ("p0", "p1", "p2", "dlq")]
     meter = Meter(setup, f"{setup.prefix}-{name}", t0_outputs, run)
     launch = start_gate(setup, name, live, stats=stats, max_events=setup.n, on_start=meter.start,
@@ -327,7 +327,7 @@ def run_gate(setup: Setup, k: int, live: list[Any], stats: bool = True,
 
 def start_quix(setup: Setup, name: str, live: list[Any], input_topic: str | None = None,
                make_topics: Callable[[list[str]], None] | None = None,
-               on_start: Callable[[], None] = lambda: None, engine: str = "python") -> Launch:
+               on_start: Callable[[], None] = lambda: None, engine: str = "native") -> Launch:
     """W processes of bench/quix_app.py in one consumer group; stop() sends SIGTERM, on
     which Quix commits its last checkpoint and exits."""
     args, cfg = setup.args, setup.cfg
@@ -621,9 +621,9 @@ def run_latency(setup: Setup, mode: str, rate: float, live: list[Any],
     make([in_topic])
     if mode == "passthrough":
         launch = start_passthrough(setup, name, live, input_topic=in_topic, make_topics=make)
-    elif mode in ("etl-gate", "gate-native"):
+    elif mode in ("etl-gate", "gate-python"):
         launch = start_gate(setup, name, live, input_topic=in_topic, make_topics=make,
-                            engine="native" if mode == "gate-native" else "python")
+                            engine="python" if mode == "gate-python" else "native")
     elif mode == "native":
         launch = start_native(setup, name, live, input_topic=in_topic, make_topics=make)
     else:

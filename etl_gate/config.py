@@ -41,8 +41,9 @@ class KafkaConfig:
     compression: str = "lz4"
     # "native": the common events are decided and produced by the C fast path
     # (etl_gate/fastpath; built on first use, needs a C compiler and
-    # librdkafka's headers); "python": every event in Python.
-    engine: str = "python"
+    # librdkafka's headers; where it cannot run, the worker says so and uses
+    # "python"); "python": every event in Python.
+    engine: str = "native"
     # Extra librdkafka settings, passed through as they are.
     consumer: dict[str, Any] = field(default_factory=dict)
     producer: dict[str, Any] = field(default_factory=dict)

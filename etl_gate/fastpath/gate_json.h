@@ -12,6 +12,9 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 typedef unsigned char u8;
 
@@ -101,6 +104,30 @@ static int parse_string(Parser *ps, Span *out) {
     int esc = 0;
     const u8 *start = p;
     while (p < end) {
+        /* Plain bytes in blocks (most of an event is string content): no
+         * quote, backslash, control or non-ASCII byte. */
+#ifdef __SSE2__
+        while (end - p >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)p);
+            __m128i stop = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                /* signed compare: bytes >= 0x80 are negative, so < 0x20 catches them too */
+                _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+            int mask = _mm_movemask_epi8(stop);
+            if (mask) { p += __builtin_ctz((unsigned)mask); break; }
+            p += 16;
+        }
+#endif
+        while (end - p >= 8) {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+            uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\'), ctl = v & (ones * 0xE0);
+            uint64_t stop = ((q - ones) & ~q) | ((b - ones) & ~b) | ((ctl - ones) & ~ctl) | v;
+            if (stop & high) break;
+            p += 8;
+        }
+        if (p >= end) break;
         u8 c = *p;
         if (c == '"') {
             out->s = start; out->n = (size_t)(p - start); out->type = T_STR; out->esc = esc;

@@ -33,7 +33,13 @@ def consumer_config(cfg: GateConfig, worker: int) -> dict[str, Any]:
         "client.id": f"etl-gate-w{worker}",
         "auto.offset.reset": "earliest",
         "session.timeout.ms": k.session_timeout_ms,
-        "heartbeat.interval.ms": max(100, k.session_timeout_ms // 5),
+        # A member learns of a rebalance at its next heartbeat: until then the
+        # partitions stay where they were. At start the first worker to join
+        # holds every partition until its siblings' joins reach it (2 s of one
+        # worker with the 2,000 ms this was; bench/RESULTS.md 2026-12-07 23:36),
+        # and so does every rebalance when an instance joins. Heartbeats are
+        # tiny requests: two a second per worker.
+        "heartbeat.interval.ms": max(100, min(500, k.session_timeout_ms // 5)),
         # Fetch in big chunks: the worker consumes in batches of batch_size.
         "fetch.min.bytes": 1,
         # The broker answers a fetch as soon as there is data (fetch.min.bytes

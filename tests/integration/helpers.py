@@ -72,7 +72,7 @@ class GateEnv:
     extra_toml: str = ""
     rules_file: bool = True  # False: rules come only from control-plane pushes
     # kafka.engine: scripts/test.sh runs the gate's tests with both.
-    engine: str = field(default_factory=lambda: os.environ.get("ETL_GATE_TEST_ENGINE", "python"))
+    engine: str = field(default_factory=lambda: os.environ.get("ETL_GATE_TEST_ENGINE", "native"))
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 

@@ -38,7 +38,7 @@ def _bench_topics(bootstrap: str) -> set[str]:
 
 
 def test_every_mode_writes_what_the_gate_decides(kafka_bootstrap: str) -> None:
-    modes = ["passthrough", "etl-gate", "native"]
+    modes = ["passthrough", "etl-gate", "gate-python", "native"]
     if shutil.which("kcat"):
         modes.append("kcat")
     if find_spec("quixstreams") is not None:
