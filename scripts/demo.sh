@@ -12,6 +12,9 @@ export KAFKA_DATA_DIR="${KAFKA_DATA_DIR:-/tmp/etl-gate-demo-kafka}"
 OUT=demo-out
 
 "$PYTHON" -m pip install -q --disable-pip-version-check -e .
+# The C fast path's build tools (kafka.engine = "native"); without them the
+# gate runs its Python engine and says so.
+bash scripts/native.sh install || echo "demo: no C build tools; the gate uses its python engine" >&2
 bash scripts/kafka.sh start
 [[ "${KEEP_BROKER:-0}" == 1 ]] || trap 'bash scripts/kafka.sh wipe' EXIT
 

@@ -8,8 +8,9 @@ installed. The build needs a C compiler, Python's headers and librdkafka's
 headers (``scripts/native.sh install``: Debian's gcc and librdkafka-dev; the
 API is the same across librdkafka versions). It takes about two seconds and is
 cached under a digest of the sources, the library and the interpreter, so
-workers after the first load it at once; ``etl-gate fastpath build`` makes it
-ahead of time (the Dockerfile does).
+workers after the first load it at once; ``python -m etl_gate.fastpath``
+makes it ahead of time (the Dockerfile does; ``ETL_GATE_CACHE`` picks the
+directory).
 """
 
 from __future__ import annotations
@@ -114,3 +115,4 @@ def load() -> ModuleType:
         sys.modules[name] = module
         _module = module
     return _module
+
