@@ -10,7 +10,6 @@ sample keys) are refused here rather than decided differently.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,6 +21,10 @@ from _rules import compile_rules
 
 from etl_gate.core.decide import rate_text
 
+# The librdkafka confluent-kafka bundles: native_gate links to it, so that it differs
+# from the Python modes only in being C (as the gate's own fast path does).
+from etl_gate.fastpath.build import bundled_librdkafka
+
 SOURCE = Path(__file__).resolve().with_name("native_gate.c")
 # The JSON reader it shares with the gate's own C fast path.
 HEADER_DIR = Path(__file__).resolve().parent.parent / "etl_gate" / "fastpath"
@@ -31,18 +34,6 @@ INSTALL_HINT = "scripts/native.sh install (apt-get install -y gcc librdkafka-dev
 
 class NativeUnavailable(RuntimeError):
     """No C compiler or no librdkafka headers: the mode cannot run here."""
-
-
-def bundled_librdkafka() -> Path | None:
-    """The librdkafka that confluent-kafka's wheel bundles (and the Python modes run),
-    if it bundles one: native_gate links to it, so that it differs from them only in
-    being C. Its API is the same as the Debian headers' (librdkafka keeps its ABI)."""
-    spec = importlib.util.find_spec("confluent_kafka")
-    if spec is None or spec.origin is None:
-        return None
-    libs = Path(spec.origin).parent.parent / "confluent_kafka.libs"
-    found = sorted(libs.glob("librdkafka*.so*")) if libs.is_dir() else []
-    return found[0] if found else None
 
 
 def build(dest_dir: Path = BUILD_DIR) -> Path:

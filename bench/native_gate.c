@@ -26,8 +26,8 @@
  *     consumer's positions are committed.
  * Known differences from the Python core, none reached by generated data: a
  * numeric app id or a non-string sample key whose orjson text differs from its
- * input text (-0, 1E2, 1.50, integers beyond 64 bits, objects with spaces),
- * lone surrogates in \u escapes.
+ * input text (-0, 1E2, 1.50, integers beyond 64 bits, objects with spaces).
+ * The JSON reader is etl_gate/fastpath/gate_json.h, the gate's own fast path's.
  *
  * Usage:
  *   native_gate version                                 # the librdkafka it runs with

@@ -25,6 +25,10 @@ EDGE_CASES = [
     b'{"app_id":"\\u00e9","event":"\\u00fcn\\u00ef"}',
     b'{"app_id":"1128","event":"play","p":"\xf0\x9f\x98\x80"}',
     b'{"app_id":"1128","event":"play","p":"\\ud83d\\ude00"}',
+    b'{"app_id":"1128","event":"play","p":"\\ud800"}',           # lone surrogates: invalid
+    b'{"app_id":"1128","event":"play","p":"x\\udc00"}',
+    b'{"app_id":"1128","event":"play","p":"\\ud800\\u0041"}',
+    b'{"app_id":"\\ud83d\\ude00","event":"play"}',
     b'{"app_id":"1128","event":"play","p":"\xed\xa0\x80"}',   # an encoded surrogate: invalid
     b'{"app_id":"1128","event":"play","p":"\xc0\xaf"}',       # overlong: invalid
     b'{"app_id":"1128","event":"play","p":"a\tb"}',           # raw control character
