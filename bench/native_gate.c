@@ -179,16 +179,10 @@ typedef struct {
 
 static Verdict decide(Gate *g, const u8 *raw, size_t n, u8 *buf) {
     Verdict v = {MALFORMED, -1, NULL, "invalid_json"};
-    Parser ps = g->proto;
-    ps.p = raw;
-    ps.end = raw + n;
-    for (int i = 0; i < ps.nfields; i++) ps.fields[i].type = T_NONE;
-    Span top;
-    skip_ws(&ps);
-    if (parse_value(&ps, 0, &top)) return v;
-    skip_ws(&ps);
-    if (ps.p != ps.end) return v;
-    if (top.type != T_OBJ) { v.why = "not_object"; return v; }
+    Parser ps;
+    int rc = read_event(&g->proto, raw, n, &ps);
+    if (rc == READ_INVALID) return v;
+    if (rc == READ_NOT_OBJECT) { v.why = "not_object"; return v; }
     /* The allow-list key: app \0 event, decoded. */
     const Span *app = &ps.fields[0], *ev = &ps.fields[1];
     size_t o;

@@ -208,16 +208,10 @@ static int sample_hash(Table *t, const Parser *ps, int field, const u8 *raw, siz
 static int decide(Table *t, const u8 *raw, size_t n, u8 *buf, Dec *d) {
     d->outcome = MALFORMED; d->prio = -1; d->reason = R_INVALID_JSON; d->quarantine = 0;
     d->e = NULL; d->klen = 0;
-    Parser ps = t->proto;
-    ps.p = raw;
-    ps.end = raw + n;
-    for (int i = 0; i < ps.nfields; i++) ps.fields[i].type = T_NONE;
-    Span top;
-    skip_ws(&ps);
-    if (parse_value(&ps, 0, &top)) return 0;
-    skip_ws(&ps);
-    if (ps.p != ps.end) return 0;
-    if (top.type != T_OBJ) { d->reason = R_NOT_OBJECT; return 0; }
+    Parser ps;
+    int rc = read_event(&t->proto, raw, n, &ps);
+    if (rc == READ_INVALID) return 0;
+    if (rc == READ_NOT_OBJECT) { d->reason = R_NOT_OBJECT; return 0; }
     const Span *app = &ps.fields[0], *ev = &ps.fields[1];
     size_t alen;
     if (app->type == T_STR) {

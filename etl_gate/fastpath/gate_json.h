@@ -311,6 +311,23 @@ static int parse_value(Parser *ps, int depth, Span *out) {
     return rc;
 }
 
+/* Reads a whole event with the field names of proto: 0 for an object (ps holds
+ * its top-level fields' spans), READ_INVALID for invalid JSON, READ_NOT_OBJECT
+ * for valid JSON that is not an object. */
+enum { READ_INVALID = -1, READ_NOT_OBJECT = -2 };
+static int read_event(const Parser *proto, const u8 *raw, size_t n, Parser *ps) {
+    *ps = *proto;
+    ps->p = raw;
+    ps->end = raw + n;
+    for (int i = 0; i < ps->nfields; i++) ps->fields[i].type = T_NONE;
+    Span top;
+    skip_ws(ps);
+    if (parse_value(ps, 0, &top)) return READ_INVALID;
+    skip_ws(ps);
+    if (ps->p != ps->end) return READ_INVALID;
+    return top.type == T_OBJ ? 0 : READ_NOT_OBJECT;
+}
+
 /* Compact JSON text of a non-string value: its input bytes without whitespace
  * outside strings (orjson's text for integers, literals and compact input). */
 static inline size_t compact(const u8 *s, size_t n, u8 *out) {
