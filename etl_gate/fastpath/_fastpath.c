@@ -677,8 +677,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     rd_kafka_timestamp_type_t tt;
     int64_t ts = rd_kafka_message_timestamp(m, &tt);
     PyObject *r = PyObject_CallFunction(
-        self->on_error, "isNy#y#L", (int)m->err, rd_kafka_err2str(m->err),
-        PyUnicode_FromString(rd_kafka_topic_name(m->rkt)), (const char *)m->payload,
+        self->on_error, "isNiy#y#L", (int)m->err, rd_kafka_err2str(m->err),
+        PyUnicode_FromString(rd_kafka_topic_name(m->rkt)), (int)m->partition, (const char *)m->payload,
         (Py_ssize_t)(m->payload ? m->len : 0), (const char *)m->key, (Py_ssize_t)m->key_len,
         (long long)ts);
     if (!r) PyErr_WriteUnraisable(self->on_error);
@@ -1052,6 +1052,16 @@ static PyObject *Producer_route(Producer *self, PyObject *const *args, Py_ssize_
     return PyLong_FromSsize_t(i);
 }
 
+/* purge(): drops every queued and in-flight output; each is reported failed
+ * (_PURGE_QUEUE / _PURGE_INFLIGHT) at the next poll or flush. */
+static PyObject *Producer_purge(Producer *self, PyObject *unused) {
+    (void)unused;
+    NEED_RK(self);
+    rd_kafka_resp_err_t err = rd_kafka_purge(self->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    if (err) return kafka_exception(err, NULL);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Producer_close(Producer *self, PyObject *unused) {
     (void)unused;
     Producer_close_handles(self);
@@ -1066,6 +1076,7 @@ static PyMethodDef Producer_methods[] = {
     {"set_outputs", (PyCFunction)Producer_set_outputs, METH_VARARGS, NULL},
     {"route", (PyCFunction)(void (*)(void))Producer_route, METH_FASTCALL, NULL},
     {"counts", (PyCFunction)Producer_counts, METH_NOARGS, NULL},
+    {"purge", (PyCFunction)Producer_purge, METH_NOARGS, NULL},
     {"close", (PyCFunction)Producer_close, METH_NOARGS, NULL},
     {NULL}};
 

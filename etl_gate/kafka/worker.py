@@ -150,10 +150,10 @@ class Worker:
         self.native = True
         failed = self.checkpoints.on_delivery_error
 
-        def on_error(code: int, reason: str, topic: str, value: bytes | None,
+        def on_error(code: int, reason: str, topic: str, partition: int, value: bytes | None,
                      key: bytes | None, ts: int) -> None:
             # As confluent-kafka reports a failed delivery (ledger.py).
-            failed(KafkaError(code, reason), FailedOutput(topic, value, key, ts))
+            failed(KafkaError(code, reason), FailedOutput(topic, partition, value, key, ts))
 
         return fp.Producer(producer_config(self.cfg, self.index), on_error)
 
@@ -590,13 +590,18 @@ class FailedOutput:
     """A failed delivery of the fast path's producer, with the methods of the
     confluent_kafka.Message that _on_failures reads."""
 
-    __slots__ = ("_topic", "_value", "_key", "_ts")
+    __slots__ = ("_topic", "_partition", "_value", "_key", "_ts")
 
-    def __init__(self, topic: str, value: bytes | None, key: bytes | None, ts: int) -> None:
-        self._topic, self._value, self._key, self._ts = topic, value, key, ts
+    def __init__(self, topic: str, partition: int, value: bytes | None, key: bytes | None,
+                 ts: int) -> None:
+        self._topic, self._partition, self._value, self._key, self._ts = (
+            topic, partition, value, key, ts)
 
     def topic(self) -> str:
         return self._topic
+
+    def partition(self) -> int:
+        return self._partition
 
     def value(self) -> bytes | None:
         return self._value

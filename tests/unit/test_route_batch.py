@@ -11,6 +11,7 @@ tests/integration.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -34,17 +35,31 @@ def ev(event: str, user: str = "u1") -> bytes:
     return orjson.dumps({"app_id": "1128", "event": event, "user_id": user})
 
 
-@pytest.fixture
-def worker() -> Iterator[Worker]:
+@pytest.fixture(params=["python", "native"])
+def worker(request: pytest.FixtureRequest) -> Iterator[Worker]:
+    """A worker of each engine (kafka.engine); the native one's producer is the C
+    fast path's, made as Worker.run makes it."""
     cfg = GateConfig()
+    cfg = replace(cfg, kafka=replace(cfg.kafka, bootstrap_servers="127.0.0.1:1",
+                                     producer={"log_level": 0}))
     w = Worker(cfg, 0, conn=None)
     w.holder.swap(Decider(parse_snapshot(RULES), cfg.decision_settings()))
     w._partitions = [6] * 5
-    w.producer = Producer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0,
-                           "on_delivery": w.checkpoints.on_delivery_error,
-                           "delivery.report.only.error": True})
+    if request.param == "native":
+        w.producer = w._native_producer()
+        assert w.native
+        w.producer.set_outputs([*cfg.topics.priority_topics, cfg.topics.dlq, None], [6] * 4 + [1])
+    else:
+        w.producer = Producer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0,
+                               "on_delivery": w.checkpoints.on_delivery_error,
+                               "delivery.report.only.error": True})
     yield w
     w.producer.purge()
+
+
+def stats(worker: Worker) -> dict:
+    worker._drain_table()  # the C fast path's counts, as each telemetry interval drains them
+    return worker.telemetry.stats
 
 
 def test_a_batch_is_counted_per_outcome_per_event_and_per_partition(worker: Worker) -> None:
@@ -70,14 +85,14 @@ def test_a_batch_is_counted_per_outcome_per_event_and_per_partition(worker: Work
     assert queued == sorted([("events.p0", 0, ev("play")), ("events.p0", 0, ev("play")),
                              ("events.p2", 1, ev("scroll")), ("events.dlq", 0, b"{not json")])
 
-    stats = worker.telemetry.stats
-    play = stats["1128"]["play"]
+    stats_ = stats(worker)
+    play = stats_["1128"]["play"]
     assert play[PASSED] == 2 and play[N_OUT + PASSED] == 2 * len(ev("play")) and play[PRIO] == 0
-    assert stats["1128"]["scroll"][PRIO] == 2
-    assert stats["1128"]["nope"][UNREGISTERED] == 1 and stats["1128"]["nope"][PRIO] == -1
-    assert stats["1128"]["debug"][SAMPLED_OUT] == 1
-    assert stats["1128"]["old"][BLOCKED] == 1
-    assert stats[""]["invalid_json"][MALFORMED] == 1  # malformed: under app "" by reason
+    assert stats_["1128"]["scroll"][PRIO] == 2
+    assert stats_["1128"]["nope"][UNREGISTERED] == 1 and stats_["1128"]["nope"][PRIO] == -1
+    assert stats_["1128"]["debug"][SAMPLED_OUT] == 1
+    assert stats_["1128"]["old"][BLOCKED] == 1
+    assert stats_[""]["invalid_json"][MALFORMED] == 1  # malformed: under app "" by reason
 
     # The next offset of each partition's last event; none for the error's partition.
     assert worker.checkpoints.pending() == {0: 107, 1: 104, 2: 106}
@@ -90,9 +105,9 @@ def test_statistics_add_up_over_batches(worker: Worker) -> None:
 
     worker._route_batch(batch(0, 3))
     worker._route_batch(batch(3, 4))
-    assert worker.telemetry.stats["1128"]["play"][PASSED] == 7
+    assert stats(worker)["1128"]["play"][PASSED] == 7
     assert worker.counters[C_IN] == worker.counters[PASSED] == 7
     worker.stats_on = False  # statistics off: the counters still count
     worker._route_batch(batch(7, 2))
-    assert worker.telemetry.stats["1128"]["play"][PASSED] == 7
+    assert stats(worker)["1128"]["play"][PASSED] == 7
     assert worker.counters[C_IN] == 9
