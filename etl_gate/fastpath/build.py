@@ -7,7 +7,7 @@ one client library; that library is only known once confluent-kafka is
 installed. The build needs a C compiler, Python's headers and librdkafka's
 headers (``scripts/native.sh install``: Debian's gcc and librdkafka-dev; the
 API is the same across librdkafka versions). It takes about two seconds and is
-cached under a digest of the sources, the library and the interpreter, so
+cached under a digest of the sources, the library and the Python version, so
 workers after the first load it at once; ``python -m etl_gate.fastpath``
 makes it ahead of time (the Dockerfile does; ``ETL_GATE_CACHE`` picks the
 directory).
@@ -61,7 +61,9 @@ def _target() -> tuple[Path, list[str]]:
     h = hashlib.sha256()
     for src in SOURCES:
         h.update(src.read_bytes())
-    h.update(f"{lib}|{sys.version}|{sys.executable}".encode())
+    # Not sys.executable: `python` and `python3.11` (a Docker image's build step
+    # and its entry point) are one interpreter and must share the build.
+    h.update(f"{lib}|{sys.version}".encode())
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     return cache_dir() / f"_fastpath-{h.hexdigest()[:16]}{suffix}", link
 
