@@ -12,7 +12,7 @@ processes per mode (``--modes``; default all but ``gate-no-stats`` and ``gate-no
   commit interval and whenever the input runs dry. The ceiling for a Python
   process on this broker.
 - etl-gate: ``etl-gate run --config X --max-events N`` with W workers
-  (at-least-once, config/gate.toml defaults: kafka.engine = "native", the C
+  (at-least-once, config/gate.toml defaults but kafka.engine = "native", the C
   fast path of etl_gate/fastpath).
 - gate-python: the same with kafka.engine = "python" (every event in Python).
 - quix: W processes of ``bench/quix_app.py``, the same job (allow-list,

@@ -25,6 +25,7 @@ rules_file = "rules.json"
 quarantine_sample_rate = 0.1
 [kafka]
 bootstrap_servers = "127.0.0.1:$KAFKA_PORT"
+engine = "native"
 group_id = "etl-gate-demo-$(date +%s)"
 [topics]
 quarantine = "events.unregistered"

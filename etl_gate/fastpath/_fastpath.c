@@ -56,16 +56,17 @@ typedef struct {
     Py_ssize_t vlen[4];
 } HSet; /* a verdict's tag headers; the strings belong to the Python list kept alive */
 
+/* One rule: 40 bytes, 20 MB for 500k (issue 3 bounds what a push adds to a
+ * worker); the names are read from the strings themselves, not copied. */
 typedef struct {
-    const char *a, *e;
-    Py_ssize_t alen, elen;
     PyObject *app, *event; /* borrowed: the table keeps the decider's apps dict */
-    int64_t threshold;
-    const HSet *h; /* NULL: tagging off */
     uint32_t hash;
-    int32_t stat;  /* its row in this interval's statistics, -1: none yet */
+    int32_t stat;       /* its row in this interval's statistics, -1: none yet */
+    uint32_t threshold; /* K_SAMPLED: keep iff hash < threshold */
+    uint16_t hset;      /* its tag headers, NO_HSET: tagging off */
     int8_t kind, prio, key_field, guarded;
 } Entry;
+#define NO_HSET 0xFFFF
 
 typedef struct {
     Entry *e;
@@ -124,8 +125,10 @@ static Entry *lookup(Table *t, const u8 *a, size_t alen, const u8 *e, size_t ele
         uint32_t s = t->slots[i];
         if (!s) return NULL;
         Entry *x = &t->entries[s - 1];
-        if (x->hash == h && (size_t)x->alen == alen && (size_t)x->elen == elen
-            && memcmp(x->a, a, alen) == 0 && memcmp(x->e, e, elen) == 0)
+        if (x->hash != h) continue;
+        Py_ssize_t xa, xe;
+        const char *as = PyUnicode_AsUTF8AndSize(x->app, &xa), *es = PyUnicode_AsUTF8AndSize(x->event, &xe);
+        if ((size_t)xa == alen && (size_t)xe == elen && memcmp(as, a, alen) == 0 && memcmp(es, e, elen) == 0)
             return x;
     }
 }
@@ -250,7 +253,7 @@ static int decide(Table *t, const u8 *raw, size_t n, u8 *buf, Dec *d) {
     if (e->kind == K_SAMPLED) {
         uint32_t h;
         if (sample_hash(t, &ps, e->key_field, raw, n, scratch, &h)) return SLOW;
-        if ((int64_t)h >= e->threshold) { d->outcome = SAMPLED_OUT; return 0; }
+        if (h >= e->threshold) { d->outcome = SAMPLED_OUT; return 0; }
     }
     d->outcome = PASSED;
     d->prio = e->prio;
@@ -551,16 +554,16 @@ static int Table_init(Table *t, PyObject *args, PyObject *kw) {
             Entry *e = &t->entries[t->n];
             e->app = app;
             e->event = event;
-            e->a = as;
-            e->alen = alen;
-            e->e = PyUnicode_AsUTF8AndSize(event, &e->elen);
+            Py_ssize_t elen;
+            const char *es = PyUnicode_AsUTF8AndSize(event, &elen);
             e->stat = -1;
             e->key_field = -1;
-            if (!e->e) { Py_DECREF(events); goto fail; }
+            if (!es) { Py_DECREF(events); goto fail; }
+            e->hset = NO_HSET;
             if (PyLong_CheckExact(rule)) {
                 e->kind = K_PLAIN;
                 e->prio = (int8_t)PyLong_AsLong(rule);
-                e->h = plain_h[e->prio];
+                if (plain_h[e->prio]) e->hset = (uint16_t)(plain_h[e->prio] - t->hsets);
             } else {
                 PyObject *info = PyDict_GetItemWithError(rcache, rule);
                 if (!info) {
@@ -575,7 +578,8 @@ static int Table_init(Table *t, PyObject *args, PyObject *kw) {
                 if (!PyArg_ParseTuple(info, "iiLOO", &kind, &prio, &thr, &key, &headers)) { Py_DECREF(events); goto fail; }
                 e->kind = (int8_t)kind;
                 e->prio = (int8_t)prio;
-                e->threshold = thr;
+                if (thr > (long long)UINT32_MAX) e->kind = K_SLOW;
+                else e->threshold = thr < 0 ? 0 : (uint32_t)thr;
                 if (key != Py_None) {
                     const char *k = PyUnicode_AsUTF8(key);
                     int f = k ? field_index(t, k) : -1;
@@ -585,11 +589,12 @@ static int Table_init(Table *t, PyObject *args, PyObject *kw) {
                 }
                 if (t->nh == 4096) e->kind = K_SLOW;
                 else {
-                    e->h = hset_of(t, hcache, headers);
-                    if (!e->h && PyErr_Occurred()) { Py_DECREF(events); goto fail; }
+                    const HSet *hs = hset_of(t, hcache, headers);
+                    if (!hs && PyErr_Occurred()) { Py_DECREF(events); goto fail; }
+                    if (hs) e->hset = (uint16_t)(hs - t->hsets);
                 }
             }
-            e->hash = key_hash((const u8 *)e->a, (size_t)e->alen, (const u8 *)e->e, (size_t)e->elen);
+            e->hash = key_hash((const u8 *)as, (size_t)alen, (const u8 *)es, (size_t)elen);
             size_t i = e->hash & t->mask;
             while (t->slots[i]) i = (i + 1) & t->mask;
             t->slots[i] = (uint32_t)++t->n;
@@ -1006,10 +1011,11 @@ static PyObject *Producer_route(Producer *self, PyObject *const *args, Py_ssize_
             if (!key) { Py_DECREF(val); failed = 1; break; }
             rd_kafka_headers_t *h = NULL;
             if (o < O_DLQ) {
-                if (d.e->h) {
+                if (d.e->hset != NO_HSET) {
+                    const HSet *hs = &t->hsets[d.e->hset];
                     h = rd_kafka_headers_new(4);
-                    for (int k = 0; k < d.e->h->n; k++)
-                        rd_kafka_header_add(h, d.e->h->name[k], -1, d.e->h->val[k], d.e->h->vlen[k]);
+                    for (int k = 0; k < hs->n; k++)
+                        rd_kafka_header_add(h, hs->name[k], -1, hs->val[k], hs->vlen[k]);
                 }
             } else {
                 h = source_headers(m, o == O_DLQ ? REASONS[d.reason] : "unregistered", (int32_t)part, t);
