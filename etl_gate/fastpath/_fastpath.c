@@ -479,7 +479,6 @@ static int Table_init(Table *t, PyObject *args, PyObject *kw) {
         return -1;
     if (t->keep) { PyErr_SetString(PyExc_RuntimeError, "Table: already built"); return -1; }
     (void)kw;
-    (void)event_field;
     t->keep = PyList_New(0);
     if (!t->keep || PyList_Append(t->keep, apps) || PyList_Append(t->keep, args)) return -1;
     t->seed = (uint32_t)seed;
@@ -656,7 +655,6 @@ typedef struct {
     PyObject *on_error;
     rd_kafka_topic_t *out[N_OUTPUTS];
     int32_t nparts[N_OUTPUTS];
-    PyObject *dlq_name;
     /* since the last counts(): events, bytes in, per outcome, per output */
     int64_t n, nbytes, outcomes[N_OUT], out_events[N_OUTPUTS], out_bytes[N_OUTPUTS];
     u8 *buf;
@@ -747,7 +745,6 @@ static void Producer_close_handles(Producer *self) {
 static void Producer_dealloc(Producer *self) {
     Producer_close_handles(self);
     Py_XDECREF(self->on_error);
-    Py_XDECREF(self->dlq_name);
     PyMem_Free(self->buf);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -905,7 +902,6 @@ static PyObject *Producer_set_outputs(Producer *self, PyObject *args) {
         if (p < 1) { PyErr_SetString(PyExc_ValueError, "set_outputs: partition counts >= 1"); return NULL; }
         self->out[i] = rd_kafka_topic_new(self->rk, s, NULL);
         self->nparts[i] = (int32_t)p;
-        if (i == O_DLQ) { Py_XDECREF(self->dlq_name); Py_INCREF(name); self->dlq_name = name; }
     }
     Py_RETURN_NONE;
 }
